@@ -1,0 +1,252 @@
+"""The networks: a frozen X-CLIP video encoder, an LSTM caption decoder, and decoding.
+
+    from model import XClipEncoder, CaptionDecoder, DecoderConfig, beam_search
+    encoder = XClipEncoder("microsoft/xclip-base-patch32-16-frames")
+    latents = encoder.encode(pixel_values)                       # (B, 512)
+    captions = beam_search(decoder, latents, beam_size=5, max_len=30)
+
+Only nn.Modules, their config and decoding live here; files and flags belong to the scripts.
+"""
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+DEFAULT_XCLIP = "microsoft/xclip-base-patch32-16-frames"
+
+
+class EncoderLoadError(Exception):
+    """The X-CLIP weights could not be loaded; the message is one line saying what to do."""
+
+
+class XClipEncoder(nn.Module):
+    """Frozen X-CLIP video tower: pixel values (B, T, 3, H, W) -> one latent per video (B, D)."""
+
+    def __init__(self, name_or_path=DEFAULT_XCLIP, dtype=torch.float32):
+        super().__init__()
+        from transformers import XCLIPModel
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()  # the text tower's unused weights are not news
+        try:
+            model = XCLIPModel.from_pretrained(name_or_path)
+        except (OSError, ValueError) as error:
+            raise EncoderLoadError(
+                f"{name_or_path}: cannot load X-CLIP ({str(error).splitlines()[0][:160]}); "
+                "if offline, download it elsewhere (huggingface-cli download "
+                f"{DEFAULT_XCLIP} --local-dir xclip) and pass --xclip_model xclip") from None
+        self.name_or_path = str(name_or_path)
+        self.model = model.to(dtype).eval().requires_grad_(False)
+        self.dtype = dtype
+        vision = model.config.vision_config
+        self.num_frames = int(vision.num_frames)
+        self.image_size = int(vision.image_size)
+        self.latent_dim = int(model.config.projection_dim)
+
+    def fingerprint(self):
+        """Short hash of the config and projection weights: equal for a hub model and a local copy of it."""
+        import hashlib
+        digest = hashlib.sha256(self.model.config.to_json_string(use_diff=False).encode())
+        for name in ("visual_projection", "text_projection"):
+            digest.update(getattr(self.model, name).weight.detach().float().cpu().numpy().tobytes())
+        return digest.hexdigest()[:12]
+
+    @torch.inference_mode()
+    def encode(self, pixel_values):
+        """(B, T, 3, H, W) float -> (B, D) float32 latents."""
+        device = next(self.model.parameters()).device
+        pixel_values = pixel_values.to(device=device, dtype=self.dtype, non_blocking=True)
+        output = self.model.get_video_features(pixel_values=pixel_values)
+        # transformers 4.x returns the tensor; 5.x an output object holding it as pooler_output.
+        latents = output if torch.is_tensor(output) else output.pooler_output  # (B, D)
+        return latents.float()
+
+    def train(self, mode=True):
+        return super().train(False)  # frozen: always in eval mode
+
+
+@dataclass
+class DecoderConfig:
+    vocab_size: int
+    latent_dim: int = 512
+    embed_dim: int = 256
+    hidden_dim: int = 512
+    num_layers: int = 2
+    dropout: float = 0.3
+    latent_every_step: bool = False  # also feed the latent as input at every step
+    label_smoothing: float = 0.1
+    pad_id: int = 0
+    bos_id: int = 2
+    eos_id: int = 3
+
+    def to_dict(self):
+        return asdict(self)
+
+
+class CaptionDecoder(nn.Module):
+    """LSTM language model whose (h, c) in every layer start from a projection of the video latent.
+
+    Latents arrive raw; they are standardised here with the training split's mean and std
+    (buffers saved in the checkpoint), so every caller feeds the encoder's output unchanged.
+    """
+
+    def __init__(self, config: DecoderConfig):
+        super().__init__()
+        self.config = config
+        self.register_buffer("latent_mean", torch.zeros(config.latent_dim))
+        self.register_buffer("latent_std", torch.ones(config.latent_dim))
+        self.embed = nn.Embedding(config.vocab_size, config.embed_dim, padding_idx=config.pad_id)
+        self.init_state_proj = nn.Linear(config.latent_dim, 2 * config.num_layers * config.hidden_dim)
+        input_dim = config.embed_dim + (config.latent_dim if config.latent_every_step else 0)
+        self.lstm = nn.LSTM(input_dim, config.hidden_dim, config.num_layers, batch_first=True,
+                            dropout=config.dropout if config.num_layers > 1 else 0.0)
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden_dim, config.vocab_size)
+
+    def set_latent_stats(self, mean, std):
+        """Store the training split's latent mean and std (D,) used to standardise inputs."""
+        self.latent_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.latent_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-6))
+
+    def init_state(self, latents):
+        """Raw latents (B, D) -> decoding state (h, c, latents): h, c (L, B, H), latents standardised (B, D)."""
+        latents = (latents.float() - self.latent_mean) / self.latent_std  # (B, D)
+        cfg = self.config
+        projected = self.init_state_proj(latents).view(-1, 2, cfg.num_layers, cfg.hidden_dim)
+        h = torch.tanh(projected[:, 0]).transpose(0, 1).contiguous()  # (L, B, H)
+        c = projected[:, 1].transpose(0, 1).contiguous()  # (L, B, H)
+        return h, c, latents
+
+    def _run(self, tokens, state):
+        """tokens (B, T), state -> hidden outputs (B, T, H), new state."""
+        h, c, latents = state
+        inputs = self.dropout(self.embed(tokens))  # (B, T, E)
+        if self.config.latent_every_step:
+            inputs = torch.cat([inputs, latents[:, None].expand(-1, tokens.size(1), -1)], dim=-1)
+        outputs, (h, c) = self.lstm(inputs, (h, c))  # (B, T, H)
+        return self.dropout(outputs), (h, c, latents)
+
+    def forward(self, latents, tokens, targets=None):
+        """latents (B, D), tokens (B, T) starting with BOS -> logits (B, T, V), loss (padding ignored)."""
+        outputs, _ = self._run(tokens, self.init_state(latents))
+        logits = self.head(outputs)  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
+                                   ignore_index=self.config.pad_id,
+                                   label_smoothing=self.config.label_smoothing)
+        return logits, loss
+
+    def step(self, tokens, state):
+        """One decoding step: tokens (B,) -> log-probabilities (B, V), next state."""
+        outputs, state = self._run(tokens[:, None], state)
+        return F.log_softmax(self.head(outputs[:, 0]).float(), dim=-1), state
+
+
+def select_state(state, index):
+    """Pick rows `index` (N,) of a decoding state along its batch dimension."""
+    h, c, latents = state
+    return h[:, index], c[:, index], latents[index]
+
+
+def _strip(ids, config):
+    """Token ids -> list without anything from EOS on, and without padding."""
+    out = []
+    for token in ids:
+        if token == config.eos_id:
+            break
+        if token != config.pad_id:
+            out.append(token)
+    return out
+
+
+@torch.inference_mode()
+def greedy(decoder, latents, max_len=30):
+    """Most likely token at every step. Returns one list of token ids per video."""
+    cfg = decoder.config
+    state = decoder.init_state(latents)
+    tokens = torch.full((latents.size(0),), cfg.bos_id, dtype=torch.long, device=latents.device)
+    finished = torch.zeros_like(tokens, dtype=torch.bool)
+    steps = []
+    for _ in range(max_len):
+        log_probs, state = decoder.step(tokens, state)
+        tokens = log_probs.argmax(dim=-1).masked_fill(finished, cfg.pad_id)  # (B,)
+        steps.append(tokens)
+        finished |= tokens == cfg.eos_id
+        if finished.all():
+            break
+    return [_strip(row, cfg) for row in torch.stack(steps, dim=1).tolist()]
+
+
+@torch.inference_mode()
+def beam_search(decoder, latents, beam_size=5, max_len=30, length_penalty=1.0, n_best=1):
+    """Beam search batched over videos and beams in one (B * K) tensor.
+
+    Beams are ranked by summed log-probability while searching; at the end each is scored by
+    sum / length ** length_penalty. A beam that never emits EOS ends at max_len and still counts,
+    so there is always an answer. Returns per video a list of n_best (token ids, score), best first.
+    Beam size 1 picks the same tokens as greedy().
+    """
+    cfg = decoder.config
+    batch, beams = latents.size(0), beam_size
+    device = latents.device
+    state = decoder.init_state(latents)
+    state = select_state(state, torch.arange(batch, device=device).repeat_interleave(beams))
+    tokens = torch.full((batch * beams,), cfg.bos_id, dtype=torch.long, device=device)
+    scores = torch.zeros(batch, beams, device=device)
+    scores[:, 1:] = float("-inf")  # all beams start identical: keep only the first alive
+    finished = torch.zeros(batch * beams, dtype=torch.bool, device=device)
+    lengths = torch.zeros(batch * beams, dtype=torch.long, device=device)
+    sequences = torch.zeros(batch * beams, 0, dtype=torch.long, device=device)
+    row_offsets = (torch.arange(batch, device=device) * beams)[:, None]  # (B, 1)
+    for _ in range(max_len):
+        log_probs, state = decoder.step(tokens, state)  # (B*K, V)
+        vocab = log_probs.size(-1)
+        # A finished beam can only be extended by padding, at no cost: it keeps its score.
+        done_row = torch.full_like(log_probs[0], float("-inf"))
+        done_row[cfg.pad_id] = 0.0
+        log_probs = torch.where(finished[:, None], done_row, log_probs)
+        candidates = (scores.view(-1, 1) + log_probs).view(batch, beams * vocab)  # (B, K*V)
+        scores, flat_index = candidates.topk(beams, dim=-1)  # (B, K)
+        source = (row_offsets + flat_index // vocab).view(-1)  # (B*K,)
+        tokens = (flat_index % vocab).view(-1)  # (B*K,)
+        sequences = torch.cat([sequences[source], tokens[:, None]], dim=1)
+        state = select_state(state, source)
+        lengths = lengths[source] + (~finished[source]).long()
+        finished = finished[source] | (tokens == cfg.eos_id)
+        if finished.all():
+            break
+    normalised = scores / lengths.view(batch, beams).clamp_min(1).float() ** length_penalty  # (B, K)
+    order = normalised.argsort(dim=-1, descending=True)[:, :n_best]
+    results = []
+    for video, ranked in enumerate(order.tolist()):
+        results.append([(_strip(sequences[video * beams + k].tolist(), cfg), normalised[video, k].item())
+                        for k in ranked])
+    return results
+
+
+@torch.inference_mode()
+def sample(decoder, latents, max_len=30, temperature=1.0, top_p=1.0, seed=None):
+    """Ancestral sampling with temperature and nucleus (top-p) filtering, reproducible from seed."""
+    cfg = decoder.config
+    generator = torch.Generator(device=latents.device)
+    generator.manual_seed(0 if seed is None else seed)
+    state = decoder.init_state(latents)
+    tokens = torch.full((latents.size(0),), cfg.bos_id, dtype=torch.long, device=latents.device)
+    finished = torch.zeros_like(tokens, dtype=torch.bool)
+    steps = []
+    for _ in range(max_len):
+        log_probs, state = decoder.step(tokens, state)
+        probs = F.softmax(log_probs / max(temperature, 1e-5), dim=-1)  # (B, V)
+        if top_p < 1.0:
+            sorted_probs, sorted_index = probs.sort(dim=-1, descending=True)
+            outside = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p  # keep the nucleus
+            sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+            probs = torch.zeros_like(probs).scatter(-1, sorted_index, sorted_probs)
+        tokens = torch.multinomial(probs, 1, generator=generator)[:, 0].masked_fill(finished, cfg.pad_id)
+        steps.append(tokens)
+        finished |= tokens == cfg.eos_id
+        if finished.all():
+            break
+    return [_strip(row, cfg) for row in torch.stack(steps, dim=1).tolist()]
