@@ -216,3 +216,17 @@ def test_tiny_xclip_round_trips(tmp_path):
     assert latents.shape == (2, 512) and torch.isfinite(latents).all()
     assert not torch.allclose(latents[0], latents[1])
     assert json.loads((first / "preprocessor_config.json").read_text())["crop_size"] == {"height": 32, "width": 32}
+
+
+def test_dataset_loader_reads_it(synthetic_dir):
+    import dataset
+
+    official = dataset.load_msrvtt(synthetic_dir, scheme="official")
+    assert {split: len(ids) for split, ids in official.splits.items()} == {"train": 14, "val": 2, "test": 4}
+    assert not any(official.missing.values())
+    annotation = json.loads((synthetic_dir / "MSRVTT" / "annotation" / "MSR_VTT.json").read_text())
+    assert sum(len(captions) for captions in official.captions.values()) == len(annotation["annotations"])
+    one_k = dataset.load_msrvtt(synthetic_dir, scheme="1k-A")
+    assert one_k.splits["test"] == read_lists(synthetic_dir / "MSRVTT")["val_list_jsfusion.txt"]
+    pixel_values, info = dataset.read_video(official.video_path("video0"), num_frames=8)
+    assert pixel_values.shape[:2] == (8, 3) and info["frames_decoded"] == NUM_FRAMES
