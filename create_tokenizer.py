@@ -1,0 +1,115 @@
+"""Train the caption tokenizer: sentencepiece BPE on the training split's captions only.
+
+    python create_tokenizer.py --data_dir data --scheme official --vocab_size 10000 --out_prefix tokenizer
+
+Writes tokenizer.model and tokenizer.vocab. Ids: pad 0, unk 1, bos 2, eos 3. Captions are
+normalised with normalize_caption (the one normalisation used for training targets and references);
+sentencepiece itself changes nothing more (identity rule) and falls back to bytes for characters it
+has not seen, so every normalised caption decodes back to itself exactly.
+"""
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+
+def normalize_caption(text):
+    """Lower-case, collapse runs of whitespace to one space, strip: 'A  Dog\\n' -> 'a dog'."""
+    return " ".join(str(text).lower().split())
+
+
+def _train(sentences, model_prefix, vocab_size):
+    import sentencepiece as spm
+
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences), model_prefix=str(model_prefix), vocab_size=int(vocab_size),
+        model_type="bpe", character_coverage=1.0, byte_fallback=True,
+        normalization_rule_name="identity",  # normalize_caption already did all the normalising
+        pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+        pad_piece="<pad>", unk_piece="<unk>", bos_piece="<s>", eos_piece="</s>",
+        num_threads=max(1, os.cpu_count() or 1), minloglevel=2)  # minloglevel 2: errors only
+
+
+def train_tokenizer(captions, out_prefix, vocab_size=10000):
+    """Train sentencepiece BPE on the normalised captions; write out_prefix.model/.vocab; return the .model path.
+
+    A vocab_size larger than the corpus supports is lowered to the largest that works, with a
+    one-line note on stderr; one too small for the characters (plus 256 byte pieces) is a ValueError.
+    """
+    sentences = [caption for caption in map(normalize_caption, captions) if caption]
+    if not sentences:
+        raise ValueError("no captions to train the tokenizer on")
+    out_prefix = Path(out_prefix)
+    out_prefix.parent.mkdir(parents=True, exist_ok=True)
+    # Train under a temporary prefix and rename, so a failed run never leaves a half-written tokenizer.
+    temp_prefix = out_prefix.with_name(f".{out_prefix.name}.tmp{os.getpid()}")
+    temp_files = [Path(f"{temp_prefix}.model"), Path(f"{temp_prefix}.vocab")]
+    try:
+        try:
+            _train(sentences, temp_prefix, vocab_size)
+        except RuntimeError as error:
+            too_high = re.search(r"Vocabulary size too high.*value <= (\d+)", str(error))
+            too_low = re.search(r"smaller than required_chars\. \d+ vs (\d+)", str(error))
+            if too_high:
+                cap = int(too_high.group(1))
+                print(f"create_tokenizer.py: note: vocab_size {vocab_size} is more than {len(sentences)} captions "
+                      f"support; using {cap}", file=sys.stderr)
+                _train(sentences, temp_prefix, cap)
+            elif too_low:
+                raise ValueError(f"vocab_size {vocab_size} is too small for these captions: it needs at least "
+                                 f"{too_low.group(1)} (special ids, 256 byte pieces and every character)") from None
+            else:
+                raise ValueError(f"sentencepiece failed: {str(error).splitlines()[0]}") from None
+        model_path = Path(f"{out_prefix}.model")
+        os.replace(temp_files[1], Path(f"{out_prefix}.vocab"))
+        os.replace(temp_files[0], model_path)
+    finally:
+        for path in temp_files:
+            path.unlink(missing_ok=True)
+    return model_path
+
+
+def train_captions(data_dir, scheme="official"):
+    """The training split's captions (raw), read with dataset.load_msrvtt without checking videos."""
+    from dataset import load_msrvtt
+
+    msrvtt = load_msrvtt(data_dir, scheme=scheme, check_videos=False)
+    return [caption for video_id in msrvtt.splits["train"] for caption in msrvtt.captions.get(video_id, [])]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_dir", default="data", help="folder holding MSRVTT/ (default: data)")
+    parser.add_argument("--scheme", default="official", help="split scheme: official or 1k-A (default: official)")
+    parser.add_argument("--vocab_size", type=int, default=10000,
+                        help="sentencepiece vocabulary size; lowered with a note if the corpus is too small "
+                             "(default: 10000)")
+    parser.add_argument("--out_prefix", default="tokenizer",
+                        help="writes OUT_PREFIX.model and OUT_PREFIX.vocab (default: tokenizer)")
+    return parser.parse_args(argv)
+
+
+def main(args):
+    from dataset import DatasetError
+
+    try:
+        captions = train_captions(args.data_dir, args.scheme)
+        if not captions:
+            raise ValueError(f"{args.data_dir}: the {args.scheme} train split has no captions")
+        model_path = train_tokenizer(captions, args.out_prefix, args.vocab_size)
+    except (DatasetError, ValueError) as error:
+        print(f"create_tokenizer.py: {error}", file=sys.stderr)
+        return 2
+    import sentencepiece as spm
+
+    size = spm.SentencePieceProcessor(model_file=str(model_path)).get_piece_size()
+    print(f"{model_path}: {size} pieces from {len(captions)} training captions")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))
