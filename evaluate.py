@@ -4,8 +4,12 @@ Scores come from the reference implementation (pycocoevalcap) on its 0-1 scale, 
 PTB tokenization (Stanford's Java tokenizer). Without Java, captions are tokenized by a Python
 imitation of it, METEOR is left out, and a warning says so.
 
-Example:
+Examples:
+    python evaluate.py --model_path models/best.pt --data_dir data --split test --out results.json
     python evaluate.py --hyp hyp.txt --refs ref1.txt ref2.txt --out results.json
+
+With --model_path, every video of the split is captioned by batched beam search from the cached
+latents (encoded first where missing) and scored against all its references.
 """
 import argparse
 import contextlib
@@ -167,12 +171,13 @@ def compute_meteor(references_tok: dict, predictions_tok: dict) -> float:
     return float(score)
 
 
-def score_captions(predictions: dict, references: dict, java: bool | None = None) -> dict:
+def score_captions(predictions: dict, references: dict, java: bool | None = None, meteor: bool = True) -> dict:
     """COCO caption metrics for {id: caption} against {id: [reference, ...]}, on pycocoevalcap's 0-1 scale.
 
     Returns {"Bleu_1".."Bleu_4", "METEOR", "ROUGE_L", "CIDEr"} as floats; CIDEr is pycocoevalcap's
     (CIDEr-D). java=None detects Java; without it METEOR is omitted (with a warning, once) and the
-    captions are tokenized by ptb_tokenize_python.
+    captions are tokenized by ptb_tokenize_python. meteor=False skips METEOR (its JVM start costs
+    seconds), as training's per-epoch validation does.
     """
     global _warned_no_java
     from pycocoevalcap.bleu.bleu import Bleu
@@ -194,7 +199,7 @@ def score_captions(predictions: dict, references: dict, java: bool | None = None
             raise ValueError(f"predictions[{caption_id!r}] must be a string")
     if java is None:
         java = java_available()
-    if not java and not _warned_no_java:
+    if not java and meteor and not _warned_no_java:
         warnings.warn("METEOR skipped: Java not found (BLEU/ROUGE_L/CIDEr use a Python PTB-style tokenizer)",
                       RuntimeWarning, stacklevel=2)
         _warned_no_java = True
@@ -210,7 +215,7 @@ def score_captions(predictions: dict, references: dict, java: bool | None = None
         bleu_scores, _ = Bleu(4).compute_score(references_tok, predictions_tok, verbose=0)
         for n, bleu in enumerate(bleu_scores, start=1):
             metrics[f"Bleu_{n}"] = float(bleu)
-        if java:
+        if java and meteor:
             metrics["METEOR"] = compute_meteor(references_tok, predictions_tok)
         rouge_score, _ = Rouge().compute_score(references_tok, predictions_tok)
         metrics["ROUGE_L"] = float(rouge_score)
@@ -288,6 +293,61 @@ def evaluate_caption_files(hyp_path: str, ref_paths: list[str], java: bool | Non
     return {"metrics": metrics, "predictions": records}
 
 
+def caption_latents(decoder, tokenizer, latents, beam_size=5, max_len=30, batch_size=256):
+    """Latents (N, D) -> N captions (text), by beam search over batches of videos."""
+    from model import beam_search
+
+    captions = []
+    for start in range(0, len(latents), batch_size):
+        beams = beam_search(decoder, latents[start:start + batch_size], beam_size=beam_size, max_len=max_len)
+        captions += [tokenizer.decode(best[0][0]) for best in beams]
+    return captions
+
+
+def control_latents(latents, control, seed=0):
+    """Controls that should destroy caption quality: latents shuffled across videos, or all zero."""
+    import torch
+
+    if control == "shuffled":
+        return latents[torch.randperm(len(latents), generator=torch.Generator().manual_seed(seed))]
+    if control == "zeros":
+        return torch.zeros_like(latents)
+    return latents
+
+
+def evaluate_checkpoint(args, java=None) -> dict:
+    """Caption every video of a split with a checkpoint and score it: the result dict --out writes."""
+    import torch
+    from checkpoint import decoder_from_checkpoint, encoder_from_checkpoint, load_checkpoint, tokenizer_from_checkpoint
+    from dataset import load_msrvtt
+    from encode import resolve_device, split_latents
+
+    device = resolve_device(args.device)
+    checkpoint = load_checkpoint(args.model_path)
+    decoder = decoder_from_checkpoint(checkpoint).to(device)
+    tokenizer = tokenizer_from_checkpoint(checkpoint)
+    msrvtt = load_msrvtt(args.data_dir, scheme=args.scheme)
+    info = checkpoint["encoder"]
+    dtype = torch.bfloat16 if info.get("dtype") == "bf16" else torch.float32
+    encoder = encoder_from_checkpoint(checkpoint, args.xclip_model, dtype=dtype, device=device)
+    latents_by_split, _ = split_latents(msrvtt, [args.split], encoder, args.cache_dir, info.get("dtype", "fp32"),
+                                        args.num_workers)
+    del encoder
+    video_ids, latents = latents_by_split[args.split]
+    latents = control_latents(torch.from_numpy(latents).to(device), args.control)
+    captions = caption_latents(decoder, tokenizer, latents, args.beam_size, args.max_len, args.batch_size)
+    predictions = dict(zip(video_ids, captions))
+    metrics = score_captions(predictions, {vid: msrvtt.captions[vid] for vid in video_ids}, java=java)
+    if (msrvtt.root / "annotation" / "attributes.json").is_file():  # a synthetic set: score what captions name
+        from synthetic import attribute_accuracy, load_attributes
+
+        attributes = load_attributes(msrvtt.root.parent)
+        metrics.update({f"{name}_accuracy": value
+                        for name, value in attribute_accuracy(predictions, attributes).items()})
+    return {"metrics": metrics, "predictions": [{"video_id": vid, "caption": predictions[vid]} for vid in video_ids],
+            "split": args.split, "model_path": str(args.model_path), "control": args.control}
+
+
 # ----------------------------------------------------------------------------- command line
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -297,6 +357,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--refs", nargs="+", default=[],
                         help="reference files, line-aligned with --hyp: line i of each is a reference for "
                              "hypothesis i")
+    parser.add_argument("--model_path", default="",
+                        help="checkpoint to evaluate (checkpoint mode): captions every video of --split")
+    parser.add_argument("--data_dir", default="data", help="folder holding MSRVTT/ (or MSRVTT/ itself)")
+    parser.add_argument("--scheme", default="official", choices=["official", "1k-A"], help="MSR-VTT split scheme")
+    parser.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to caption")
+    parser.add_argument("--xclip_model", default=None,
+                        help="local copy of the checkpoint's X-CLIP (default: the name stored in the checkpoint)")
+    parser.add_argument("--cache_dir", default="cache", help="where the latent cache lives")
+    parser.add_argument("--beam_size", type=int, default=5, help="beam width (1 = greedy)")
+    parser.add_argument("--max_len", type=int, default=30, help="max caption length in tokens")
+    parser.add_argument("--batch_size", type=int, default=256, help="videos per beam-search batch")
+    parser.add_argument("--num_workers", type=int, default=2, help="DataLoader workers decoding videos for the cache")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run")
+    parser.add_argument("--control", default="none", choices=["none", "shuffled", "zeros"],
+                        help="sanity control: shuffle latents across videos, or zero them (scores should collapse)")
     parser.add_argument("--out", default="",
                         help="write {'metrics': ..., 'predictions': [...]} as JSON here ('' = do not write)")
     parser.add_argument("--java", choices=("auto", "yes", "no"), default="auto",
@@ -317,19 +392,26 @@ def main(args: argparse.Namespace) -> dict:
     java = {"auto": None, "yes": True, "no": False}[args.java]
     if java and not java_available():
         raise UsageError("--java yes: no working `java` on PATH; install a Java runtime or pass --java auto")
-    if args.hyp or args.refs:
+    if args.model_path:
+        result = evaluate_checkpoint(args, java=java)
+    elif args.hyp or args.refs:
         if not (args.hyp and args.refs):
             raise UsageError("--hyp and --refs go together: pass --hyp FILE --refs FILE [FILE ...]")
         result = evaluate_caption_files(args.hyp, args.refs, java=java)
     else:
-        raise UsageError("nothing to score: pass --hyp FILE --refs FILE [FILE ...]")
+        raise UsageError("nothing to score: pass --model_path CKPT, or --hyp FILE --refs FILE [FILE ...]")
     report_and_save(result, args.out)
     return result
 
 
 if __name__ == "__main__":
+    from checkpoint import CheckpointError
+    from dataset import DatasetError, VideoError
+    from encode import CacheError
+    from model import EncoderLoadError
+
     try:
         main(parse_args())
-    except UsageError as error:
+    except (UsageError, CheckpointError, DatasetError, VideoError, CacheError, EncoderLoadError) as error:
         print(f"evaluate.py: {error}", file=sys.stderr)
         sys.exit(2)

@@ -1,0 +1,292 @@
+"""Encode videos once into the on-disk latent cache that training and evaluation read.
+
+    python encode.py --data_dir data --xclip_model microsoft/xclip-base-patch32-16-frames --cache_dir cache
+
+X-CLIP is frozen, so each video is decoded and encoded exactly once. The cache folder's name says
+what made it (encoder name and weight fingerprint, frames, crop size, sampling, dtype); each entry
+is one .npy written under a temporary name and renamed into place, so a killed run resumes where
+it stopped and never reads back half an entry. Broken videos are listed in failures.jsonl.
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts"}
+
+
+class CacheError(Exception):
+    """The cache cannot be used as asked; one line naming the folder and the problem."""
+
+
+def expand_video_paths(specs):
+    """Files, directories (their videos, sorted) and glob patterns -> list of paths, in the order given.
+
+    A spec that matches nothing is kept as it is, so reading it reports the missing file.
+    """
+    paths = []
+    for spec in specs:
+        spec = str(spec)
+        if os.path.isdir(spec):
+            paths += sorted(p for p in Path(spec).iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS)
+        elif glob.has_magic(spec) and not os.path.exists(spec):
+            paths += sorted(Path(p) for p in glob.glob(spec, recursive=True))
+        else:
+            paths.append(Path(spec))
+    return paths
+
+
+def cache_key(encoder, preprocess, num_frames, dtype_name, sampling="mid"):
+    """Folder name that says what made the latents; a different encoder gives a different name."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(encoder.name_or_path.rstrip("/\\")).name)[-48:]
+    return (f"{slug}-{encoder.fingerprint()}-{num_frames}f-{preprocess.image_size}px"
+            f"-{sampling}-{dtype_name}")
+
+
+class LatentCache:
+    """One folder of latents, one `<video_id>.npy` (D,) each, plus meta.json and failures.jsonl."""
+
+    def __init__(self, root, meta):
+        self.root = Path(root)
+        self.entries = self.root / "latents"
+        self.entries.mkdir(parents=True, exist_ok=True)
+        meta_path = self.root / "meta.json"
+        if meta_path.exists():
+            found = json.loads(meta_path.read_text())
+            if found.get("fingerprint") != meta.get("fingerprint"):
+                raise CacheError(f"{self.root}: made by encoder {found.get('name')} "
+                                 f"({found.get('fingerprint')}), not {meta.get('name')} ({meta.get('fingerprint')})")
+        else:
+            atomic_write_text(meta_path, json.dumps(meta, indent=2))
+        self.meta = meta
+
+    def path(self, video_id):
+        return self.entries / f"{video_id}.npy"
+
+    def has(self, video_id):
+        return self.path(video_id).exists()
+
+    def write(self, video_id, latent):
+        target = self.path(video_id)
+        temp = target.with_name(f".{target.stem}.tmp{os.getpid()}.npy")
+        np.save(temp, np.asarray(latent, dtype=np.float32))
+        os.replace(temp, target)
+
+    def read(self, video_ids):
+        """Latents (N, D) float32 for the given ids, in order."""
+        missing = [v for v in video_ids if not self.has(v)]
+        if missing:
+            raise CacheError(f"{self.root}: {len(missing)} videos not encoded yet (e.g. {', '.join(missing[:3])}); "
+                             "run encode.py first")
+        return np.stack([np.load(self.path(v)) for v in video_ids]) if video_ids else np.zeros((0, 0), np.float32)
+
+
+def atomic_write_text(path, text):
+    path = Path(path)
+    temp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    temp.write_text(text)
+    os.replace(temp, path)
+
+
+class VideoClips:
+    """torch Dataset over (video_id, path): each item is decoded in a DataLoader worker, errors caught."""
+
+    def __init__(self, items, num_frames, preprocess):
+        self.items, self.num_frames, self.preprocess = items, num_frames, preprocess
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        from dataset import VideoError, read_video
+
+        video_id, path = self.items[index]
+        try:
+            frames, info = read_video(path, num_frames=self.num_frames, preprocess=self.preprocess)
+            return {"video_id": video_id, "frames": frames, "error": None, "warnings": info.get("warnings", [])}
+        except VideoError as error:
+            return {"video_id": video_id, "frames": None, "error": str(error), "warnings": []}
+
+
+def collate_clips(samples):
+    """Stack the decodable clips of a batch into (B, T, 3, H, W); keep the failures apart."""
+    import torch
+
+    good = [s for s in samples if s["frames"] is not None]
+    frames = torch.from_numpy(np.stack([s["frames"] for s in good])) if good else None
+    return {"video_ids": [s["video_id"] for s in good], "frames": frames,
+            "failures": [(s["video_id"], s["error"]) for s in samples if s["frames"] is None],
+            "warnings": [(s["video_id"], w) for s in samples for w in s["warnings"]]}
+
+
+def open_cache(encoder, cache_dir, dtype_name="fp32"):
+    """The LatentCache for this encoder, its frame count and preprocessing, and the dtype."""
+    from dataset import load_preprocess
+
+    preprocess = load_preprocess(encoder.name_or_path, encoder.image_size)
+    key = cache_key(encoder, preprocess, encoder.num_frames, dtype_name)
+    meta = {"name": encoder.name_or_path, "fingerprint": encoder.fingerprint(), "num_frames": encoder.num_frames,
+            "preprocess": preprocess.to_dict(), "sampling": "mid", "dtype": dtype_name,
+            "latent_dim": encoder.latent_dim}
+    return LatentCache(Path(cache_dir) / key, meta), preprocess
+
+
+def encode_videos(items, encoder, cache, preprocess, batch_size=8, num_workers=2, strict=False,
+                  shard=0, num_shards=1, reference_encoder=None, progress=True):
+    """Encode every (video_id, path) not yet in the cache. Returns counts and the failures.
+
+    Decoding runs in DataLoader workers so it overlaps encoding. With strict, the first broken
+    video raises VideoError; otherwise broken videos are collected and written to failures.jsonl.
+    reference_encoder (fp32) is used on the first batch to report how far a bf16 encoder is.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from dataset import VideoError
+
+    items = sorted(items)[shard::num_shards]
+    todo = [(vid, path) for vid, path in items if not cache.has(vid)]
+    summary = {"total": len(items), "cached": len(items) - len(todo), "encoded": 0, "failed": [], "warnings": []}
+    if not todo:
+        return summary
+    loader = DataLoader(VideoClips(todo, encoder.num_frames, preprocess), batch_size=batch_size,
+                        num_workers=num_workers, collate_fn=collate_clips,
+                        persistent_workers=False, prefetch_factor=4 if num_workers else None)
+    bar = tqdm(total=len(todo), unit="video", desc="encoding", disable=not progress, dynamic_ncols=True)
+    try:
+        for batch in loader:
+            if strict and batch["failures"]:
+                raise VideoError(batch["failures"][0][1])
+            summary["failed"] += batch["failures"]
+            summary["warnings"] += batch["warnings"]
+            if batch["frames"] is not None:
+                latents = encoder.encode(batch["frames"])  # (B, D)
+                if reference_encoder is not None:
+                    reference = reference_encoder.encode(batch["frames"])
+                    cosine = torch.nn.functional.cosine_similarity(latents, reference, dim=-1)
+                    tqdm.write(f"{encoder.dtype} vs fp32 on the first batch: cosine similarity "
+                               f"mean {cosine.mean():.5f}, min {cosine.min():.5f}")
+                    reference_encoder = None
+                for video_id, latent in zip(batch["video_ids"], latents.cpu().numpy()):
+                    cache.write(video_id, latent)
+                summary["encoded"] += len(batch["video_ids"])
+            bar.update(len(batch["video_ids"]) + len(batch["failures"]))
+    finally:
+        bar.close()
+        if summary["failed"] or (cache.root / "failures.jsonl").exists():
+            lines = [json.dumps({"video_id": vid, "error": error}) for vid, error in summary["failed"]]
+            atomic_write_text(cache.root / "failures.jsonl", "".join(line + "\n" for line in lines))
+    return summary
+
+
+def format_summary(summary, cache):
+    line = (f"{summary['encoded']} encoded, {summary['cached']} already cached, "
+            f"{len(summary['failed'])} failed of {summary['total']} videos -> {cache.root}")
+    if summary["failed"]:
+        line += f" (failures listed in {cache.root / 'failures.jsonl'})"
+    return line
+
+
+def resolve_device(name):
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def load_encoder(name_or_path, encode_dtype="fp32", device="cpu"):
+    """XClipEncoder in the asked dtype, plus an fp32 twin to compare against when the dtype is bf16."""
+    import torch
+    from model import XClipEncoder
+
+    encoder = XClipEncoder(name_or_path, dtype=torch.float32).to(device)
+    reference = None
+    if encode_dtype == "bf16":
+        import copy
+
+        reference = encoder
+        encoder = copy.deepcopy(encoder)
+        encoder.model.to(torch.bfloat16)
+        encoder.dtype = torch.bfloat16
+    return encoder, reference
+
+
+def split_latents(msrvtt, splits, encoder, cache_dir, encode_dtype="fp32", num_workers=2):
+    """{split: (video ids, (N, D) float32 latents)} from the cache, encoding what it lacks first.
+
+    Videos that cannot be decoded are reported once and left out of their split.
+    """
+    cache, preprocess = open_cache(encoder, cache_dir, encode_dtype)
+    items = [(vid, msrvtt.video_path(vid)) for split in splits for vid in msrvtt.splits[split]]
+    summary = encode_videos(items, encoder, cache, preprocess, num_workers=num_workers)
+    if summary["encoded"] or summary["failed"]:
+        print(format_summary(summary, cache))
+    failed = {vid for vid, _ in summary["failed"]}
+    result = {}
+    for split in splits:
+        ids = [vid for vid in msrvtt.splits[split] if vid not in failed]
+        result[split] = (ids, cache.read(ids))
+    return result, cache
+
+
+def items_for(args):
+    """(video_id, path) pairs from --videos or from the MSR-VTT splits of --data_dir."""
+    if args.videos:
+        return [(path.stem, path) for path in expand_video_paths(args.videos)]
+    from dataset import load_msrvtt
+
+    msrvtt = load_msrvtt(args.data_dir, scheme=args.scheme)
+    return [(vid, msrvtt.video_path(vid)) for split in args.splits for vid in msrvtt.splits[split]]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data_dir", default="data", help="folder holding MSRVTT/ (or MSRVTT/ itself)")
+    parser.add_argument("--scheme", default="official", choices=["official", "1k-A"], help="MSR-VTT split scheme")
+    parser.add_argument("--splits", nargs="+", default=["train", "val", "test"], help="splits to encode")
+    parser.add_argument("--videos", nargs="+", help="encode these files, folders or globs instead of MSR-VTT "
+                                                   "(video id = file name without extension)")
+    parser.add_argument("--xclip_model", default="microsoft/xclip-base-patch32-16-frames",
+                        help="X-CLIP hub name or local folder")
+    parser.add_argument("--cache_dir", default="cache", help="where latent caches live")
+    parser.add_argument("--encode_dtype", default="fp32", choices=["fp32", "bf16"],
+                        help="encoder precision; bf16 also prints its cosine similarity to fp32")
+    parser.add_argument("--batch_size", type=int, default=8, help="videos per encoder batch")
+    parser.add_argument("--num_workers", type=int, default=2, help="DataLoader workers decoding videos (0 = in process)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--strict", action="store_true", help="stop at the first broken video")
+    parser.add_argument("--shard", type=int, default=0, help="encode only shard K of --num_shards (job arrays)")
+    parser.add_argument("--num_shards", type=int, default=1, help="number of shards the videos are split into")
+    return parser.parse_args(argv)
+
+
+def main(args):
+    from dataset import DatasetError, VideoError
+    from model import EncoderLoadError
+
+    try:
+        items = items_for(args)
+        encoder, reference = load_encoder(args.xclip_model, args.encode_dtype, resolve_device(args.device))
+        cache, preprocess = open_cache(encoder, args.cache_dir, args.encode_dtype)
+        summary = encode_videos(items, encoder, cache, preprocess, batch_size=args.batch_size,
+                                num_workers=args.num_workers, strict=args.strict, shard=args.shard,
+                                num_shards=args.num_shards, reference_encoder=reference)
+    except (DatasetError, VideoError, EncoderLoadError, CacheError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for vid, error in summary["failed"]:
+        print(f"failed: {error}", file=sys.stderr)
+    print(format_summary(summary, cache))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))
