@@ -1,7 +1,8 @@
 """MSR-VTT annotations and splits, and N-frame sampling of a video with PyAV.
 
-Example:
-    python dataset.py --data_dir data --scheme official
+Examples:
+    python dataset.py --data_dir data --scheme official            # videos / captions / missing per split
+    python dataset.py --video_path data/MSRVTT/videos/all/video0.mp4 --num_frames 16 --save frames.npy
 """
 import argparse
 import hashlib
@@ -350,12 +351,424 @@ def check_video_files(dataset: MSRVTT) -> None:
             absent = set(dataset.missing[split])
             dataset.splits[split] = [video_id for video_id in dataset.splits[split] if video_id not in absent]
 
+# ----------------------------------------------------------------------------------------------------------------------
+# Sampling N frames of a video with PyAV
+
+
+class VideoError(Exception):
+    """A video that cannot be sampled; str(error) is one line naming the file and the problem."""
+
+
+# X-CLIP's image processor (microsoft/xclip-*: VideoMAE-style, ImageNet statistics, not CLIP's).
+XCLIP_MEAN = (0.485, 0.456, 0.406)
+XCLIP_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class Preprocess:
+    """Frame preprocessing equal to X-CLIP's image processor: resize shortest edge (bilinear), centre crop, normalise."""
+
+    image_size: int = 224      # centre-crop size
+    shortest_edge: int = 224   # resize shortest edge to this (bilinear)
+    mean: tuple = XCLIP_MEAN
+    std: tuple = XCLIP_STD
+
+    def to_dict(self) -> dict:
+        return {"image_size": self.image_size, "shortest_edge": self.shortest_edge,
+                "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Preprocess":
+        return cls(image_size=int(values["image_size"]), shortest_edge=int(values["shortest_edge"]),
+                   mean=tuple(float(v) for v in values["mean"]), std=tuple(float(v) for v in values["std"]))
+
+
+def edge_from_size_field(value, default: int) -> int:
+    """A size/crop_size field of preprocessor_config.json (int, {"shortest_edge"}, {"height","width"}) -> one edge."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, dict):
+        if "shortest_edge" in value:
+            return int(value["shortest_edge"])
+        edges = [int(value[key]) for key in ("height", "width") if key in value]
+        if edges:
+            return min(edges)  # non-square sizes are approximated by their shorter edge
+    if isinstance(value, (list, tuple)) and value:
+        return int(min(value))
+    return default
+
+
+def preprocess_from_config(config: dict, image_size: int) -> Preprocess:
+    """Preprocess from the contents of a preprocessor_config.json; absent fields get X-CLIP's values."""
+    crop_size = edge_from_size_field(config.get("crop_size"), image_size)
+    shortest_edge = edge_from_size_field(config.get("size"), crop_size)
+    mean = tuple(float(v) for v in config.get("image_mean", XCLIP_MEAN))
+    std = tuple(float(v) for v in config.get("image_std", XCLIP_STD))
+    if len(mean) != 3 or len(std) != 3:
+        raise ValueError("preprocessor_config.json: image_mean and image_std need 3 values (RGB)")
+    return Preprocess(image_size=crop_size, shortest_edge=shortest_edge, mean=mean, std=std)
+
+
+def load_preprocess(name_or_path: str, image_size: int) -> Preprocess:
+    """Preprocess of a checkpoint (local folder or hub id) from its preprocessor_config.json; X-CLIP defaults without one."""
+    local = Path(name_or_path)
+    config_path = None
+    if local.is_file() and local.suffix == ".json":
+        config_path = local
+    elif local.is_dir():
+        config_path = local / "preprocessor_config.json" if (local / "preprocessor_config.json").is_file() else None
+    else:
+        config_path = hub_preprocessor_config(str(name_or_path))
+    if config_path is None:
+        return Preprocess(image_size=image_size, shortest_edge=image_size)
+    try:
+        config = json.loads(Path(config_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{config_path}: not a readable preprocessor config ({error})") from None
+    return preprocess_from_config(config if isinstance(config, dict) else {}, image_size)
+
+
+def hub_preprocessor_config(repo_id: str) -> Path | None:
+    """Local path of a hub model's preprocessor_config.json (cache first, then the hub); None when unavailable."""
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        return None
+    for local_files_only in (True, False):
+        try:
+            return Path(hf_hub_download(repo_id, "preprocessor_config.json", local_files_only=local_files_only))
+        except Exception:  # offline, no such repo, no such file: fall back to the defaults
+            continue
+    return None
+
+
+def segment_frame_indices(num_available: int, num_frames: int, rng=None) -> list:
+    """Split frames 0..num_available-1 into num_frames equal segments; the middle frame of each, or a random one."""
+    indices = []
+    for segment in range(num_frames):
+        start = segment * num_available // num_frames
+        end = (segment + 1) * num_available // num_frames  # exclusive; empty when fewer frames than segments
+        if rng is None or end - start <= 1:
+            indices.append((2 * segment + 1) * num_available // (2 * num_frames))
+        else:
+            indices.append(int(rng.integers(start, end)))
+    return indices
+
+
+def time_uniform_frame_indices(frame_times: list, clip_end: float, num_frames: int, rng=None) -> list:
+    """Split [first frame time, clip_end) into num_frames equal spans; the frame showing at the middle of each
+    (or at a random time inside it). frame_times are presentation times in ascending order."""
+    import bisect
+    clip_start = frame_times[0]
+    span = (clip_end - clip_start) / num_frames
+    indices = []
+    for segment in range(num_frames):
+        offset = 0.5 if rng is None else float(rng.random())
+        moment = clip_start + (segment + offset) * span
+        indices.append(min(max(bisect.bisect_right(frame_times, moment) - 1, 0), len(frame_times) - 1))
+    return indices
+
+
+def is_constant_rate(frame_times: list) -> bool:
+    """True when the frame intervals agree (to container rounding), so sampling by frame number is sampling by time."""
+    intervals = [later - earlier for earlier, later in zip(frame_times, frame_times[1:])]
+    if not intervals or min(intervals) <= 0:
+        return True  # one frame, or timestamps that cannot be trusted: count frames instead
+    return max(intervals) <= 1.5 * min(intervals)
+
+
+def open_video(path: Path):
+    """av.open with the errors of a file that is not a video turned into one-line VideoErrors."""
+    import av
+    if not path.exists():
+        raise VideoError(f"{path}: no such file")
+    if path.is_dir():
+        raise VideoError(f"{path}: is a directory, not a video file")
+    if path.stat().st_size == 0:
+        raise VideoError(f"{path}: empty file (0 bytes)")
+    try:
+        return av.open(str(path), metadata_errors="ignore")
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as error:
+        raise VideoError(f"{path}: not a readable video ({one_line(error)})") from None
+
+
+def one_line(error) -> str:
+    """An exception as one short line (FFmpeg messages repeat the file name; drop it)."""
+    text = getattr(error, "strerror", None) or str(error)
+    return " ".join(str(text).split())[:200]
+
+
+def pick_video_stream(container, path: Path):
+    """The first real video stream (cover art pictures in audio files do not count)."""
+    import av
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    kinds = sorted({stream.type for stream in container.streams})
+    found = f" (it has {', '.join(kinds)} only)" if kinds else ""
+    raise VideoError(f"{path}: no video stream{found}")
+
+
+def packet_key(packet) -> tuple:
+    """What identifies a packet across two reads of a file."""
+    return (packet.pts, packet.dts, packet.pos, packet.size)
+
+
+def survey_stream(container, stream) -> dict:
+    """Demux pass, no decoding: how many frames the video stream really has, and when each is shown.
+    Headers are not trusted: MKV/WebM report no frame count, variable frame rate breaks duration * fps."""
+    import av
+    survey = {"num_frames": 0, "frame_times": [], "clip_end": None, "first_packet": None, "warnings": [],
+              "header_duration": None}
+    if stream.duration is not None and stream.time_base is not None:
+        survey["header_duration"] = float(stream.duration * stream.time_base)
+    elif container.duration:
+        survey["header_duration"] = container.duration / av.time_base
+    pts_list, durations = [], []
+    try:
+        for packet in container.demux(stream):
+            if survey["first_packet"] is None:
+                survey["first_packet"] = packet_key(packet)
+            if packet.size == 0 or packet.is_discard:
+                continue  # the flush packet, and frames an edit list hides
+            pts_list.append(packet.pts)
+            durations.append(packet.duration)
+    except av.error.FFmpegError as error:
+        survey["warnings"].append(f"container unreadable after {len(pts_list)} frames ({one_line(error)})")
+    survey["num_frames"] = len(pts_list)
+    if pts_list and None not in pts_list and stream.time_base is not None:
+        time_base = float(stream.time_base)
+        pts_list.sort()  # decode order -> presentation order
+        survey["frame_times"] = [pts * time_base for pts in pts_list]
+        intervals = sorted(later - earlier for earlier, later in zip(pts_list, pts_list[1:]) if later > earlier)
+        last_duration = durations[-1] or (intervals[len(intervals) // 2] if intervals else 0)
+        survey["clip_end"] = (pts_list[-1] + last_duration) * time_base
+    return survey
+
+
+def demux_from_start(container, stream, first_packet: tuple):
+    """Packets of stream from the first one again, after a survey pass: seek back, and check that the seek landed
+    on the very first packet. None when it did not (the caller reopens the file)."""
+    import av
+    import itertools
+    try:
+        container.seek(0)
+        packets = container.demux(stream)
+        head = next(packets, None)
+    except av.error.FFmpegError:
+        return None
+    if head is None or packet_key(head) != first_packet:
+        return None
+    return itertools.chain([head], packets)
+
+
+def rotate_upright(rgb, rotation: int):
+    """Rotate an (H, W, 3) image by `rotation` degrees clockwise (a multiple of 90), as a player displays it."""
+    import numpy as np
+    quarter_turns = (rotation // 90) % 4
+    return np.rot90(rgb, k=-quarter_turns) if quarter_turns else rgb  # np.rot90 turns counter-clockwise for k > 0
+
+
+def frame_rotation(frame) -> int:
+    """Clockwise rotation in [0, 360), a multiple of 90, that shows a decoded frame upright. PyAV's
+    VideoFrame.rotation is the display matrix's counter-clockwise angle: -90 means turn 90 degrees clockwise."""
+    degrees = getattr(frame, "rotation", 0) or 0
+    return int(round(-degrees / 90.0)) * 90 % 360
+
+
+def resized_size(width: int, height: int, shortest_edge: int) -> tuple:
+    """(width, height) with the shorter edge scaled to shortest_edge, as transformers computes it (long edge truncated)."""
+    if width <= height:
+        return shortest_edge, max(1, int(shortest_edge * height / width))
+    return max(1, int(shortest_edge * width / height)), shortest_edge
+
+
+def centre_crop(rgb, size: int):
+    """Centre crop an (H, W, 3) image to (size, size, 3), zero-padding an image smaller than that (as transformers)."""
+    import numpy as np
+    height, width = rgb.shape[:2]
+    if height < size or width < size:
+        padded = np.zeros((max(height, size), max(width, size), 3), dtype=rgb.dtype)
+        top, left = (padded.shape[0] - height) // 2, (padded.shape[1] - width) // 2
+        padded[top:top + height, left:left + width] = rgb
+        rgb, height, width = padded, padded.shape[0], padded.shape[1]
+    top, left = (height - size) // 2, (width - size) // 2
+    return rgb[top:top + size, left:left + size]
+
+
+def normalisation_coefficients(preprocess: Preprocess) -> tuple:
+    """(scale, offset), each (3, 1, 1) float32, with level * scale + offset == (level / 255 - mean) / std."""
+    import numpy as np
+    mean = np.asarray(preprocess.mean, dtype=np.float64)
+    std = np.asarray(preprocess.std, dtype=np.float64)
+    scale = (1.0 / (255.0 * std)).astype(np.float32)[:, None, None]
+    offset = (-mean / std).astype(np.float32)[:, None, None]
+    return scale, offset
+
+
+# swscale flags: bilinear like the PIL resize in transformers; exact rounding and full-resolution chroma, without
+# which swscale's RGB is itself about 0.02 (normalised) away from an exact conversion.
+SWSCALE_FLAGS = ("BILINEAR", "ACCURATE_RND", "FULL_CHR_H_INT", "FULL_CHR_H_INP")
+
+
+def swscale_interpolation() -> int:
+    from av.video.reformatter import Interpolation
+    flags = 0
+    for name in SWSCALE_FLAGS:
+        flags |= int(getattr(Interpolation, name))
+    return flags
+
+
+def frame_to_array(frame, preprocess: Preprocess, reformatter, out) -> int:
+    """Write a decoded frame into out (3, S, S) float32, upright: one swscale step for resize + RGB, then crop and
+    normalise. Returns the rotation applied (degrees clockwise)."""
+    import numpy as np
+    rotation = frame_rotation(frame)
+    width, height = resized_size(frame.width, frame.height, preprocess.shortest_edge)
+    rgb = reformatter.reformat(frame, width=width, height=height, format="rgb24",
+                               interpolation=swscale_interpolation()).to_ndarray()  # (h, w, 3) uint8
+    rgb = centre_crop(rotate_upright(rgb, rotation), preprocess.image_size)  # (S, S, 3) uint8
+    scale, offset = normalisation_coefficients(preprocess)
+    np.multiply(rgb.transpose(2, 0, 1), scale, out=out, dtype=np.float32)  # (3, S, S)
+    out += offset
+    return rotation
+
+
+def decode_sampled_frames(packets, frame_indices: list, preprocess: Preprocess) -> dict:
+    """Decoding pass over packets (one video stream, from its start): convert only the frames at frame_indices
+    (presentation order) and stop after the last one. A packet that fails to decode is skipped; a demuxer error
+    ends the pass. Returns the frames (N, 3, S, S), which were filled, how many frames were seen, and notes."""
+    import av
+    import numpy as np
+    from av.video.reformatter import VideoReformatter
+    positions_by_index = {}
+    for position, index in enumerate(frame_indices):
+        positions_by_index.setdefault(index, []).append(position)
+    last_index = max(frame_indices)
+    reformatter = VideoReformatter()  # one swscale context for all frames (a fresh one per frame costs ~2 ms)
+    size = preprocess.image_size
+    frames = np.zeros((len(frame_indices), 3, size, size), dtype=np.float32)  # (N, 3, S, S)
+    result = {"frames": frames, "filled": np.zeros(len(frame_indices), dtype=bool), "frames_seen": 0,
+              "rotation": 0, "bad_packets": 0, "first_error": None, "stopped_by": None, "corrupt": 0}
+    try:
+        for packet in packets:
+            try:
+                decoded = packet.decode()
+            except av.error.FFmpegError as error:
+                result["bad_packets"] += 1
+                result["first_error"] = result["first_error"] or one_line(error)
+                continue
+            for frame in decoded:
+                index = result["frames_seen"]
+                result["frames_seen"] += 1
+                if index in positions_by_index:
+                    first, *repeats = positions_by_index[index]
+                    result["rotation"] = frame_to_array(frame, preprocess, reformatter, frames[first])
+                    result["corrupt"] += int(bool(getattr(frame, "is_corrupt", False)))
+                    frames[repeats] = frames[first]
+                    result["filled"][positions_by_index[index]] = True
+            if result["frames_seen"] > last_index:
+                break
+    except av.error.FFmpegError as error:
+        result["stopped_by"] = one_line(error)
+    return result
+
+
+def set_decoder_threads(stream) -> None:
+    """Frame + slice threads where there are cores for them. On 2 cores frame threading was ~7% slower than
+    FFmpeg's slice threads on 320x240 H.264 (MSR-VTT's format), so it is kept for bigger machines."""
+    stream.thread_type = "AUTO" if (os.cpu_count() or 1) > 2 else "SLICE"
+
+
+def decode_from_start(container, stream, path: Path, first_packet: tuple, frame_indices: list,
+                      preprocess: Preprocess) -> dict:
+    """decode_sampled_frames from the stream's first packet: on the open container when it seeks back exactly,
+    else on a freshly opened one."""
+    set_decoder_threads(stream)
+    packets = demux_from_start(container, stream, first_packet)
+    if packets is not None:
+        return decode_sampled_frames(packets, frame_indices, preprocess)
+    with open_video(path) as reopened:
+        stream = reopened.streams[stream.index]
+        set_decoder_threads(stream)
+        return decode_sampled_frames(reopened.demux(stream), frame_indices, preprocess)
+
+
+def choose_frame_indices(survey: dict, num_frames: int, rng) -> tuple:
+    """(frame_indices, how): by frame number when the frame rate is constant, by presentation time when not."""
+    frame_times = survey["frame_times"]
+    if len(frame_times) == survey["num_frames"] and not is_constant_rate(frame_times):
+        return time_uniform_frame_indices(frame_times, survey["clip_end"], num_frames, rng), "time-uniform"
+    return segment_frame_indices(survey["num_frames"], num_frames, rng), "frame-uniform"
+
+
+def read_video(path, num_frames: int = 16, preprocess: Preprocess | None = None,
+               jitter: bool = False, seed: int | None = None) -> tuple:
+    """Sample num_frames frames covering the whole video uniformly, upright, preprocessed as X-CLIP's processor does.
+
+    Frames: the middle frame of each of num_frames equal segments (with jitter, a random frame of each segment,
+    drawn from seed); segments of equal duration when the frame rate varies. Returns (frames (num_frames, 3, S, S)
+    float32, info); raises VideoError (one line) on a bad file. The pixel aspect ratio is ignored, as in X-CLIP's
+    training pipeline (decord)."""
+    import numpy as np
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be at least 1, got {num_frames}")
+    path = Path(path)
+    preprocess = preprocess or Preprocess()
+    rng = np.random.default_rng(seed) if jitter else None
+    with open_video(path) as container:
+        stream = pick_video_stream(container, path)
+        survey = survey_stream(container, stream)
+        notes = list(survey["warnings"])
+        if survey["num_frames"] == 0:
+            raise VideoError(f"{path}: the video stream has no frames")
+        frame_indices, sampling = choose_frame_indices(survey, num_frames, rng)
+        if survey["header_duration"] and survey["clip_end"] is not None:
+            shown = survey["clip_end"] - survey["frame_times"][0]
+            if shown < 0.9 * survey["header_duration"] - 0.1:
+                notes.append(f"frames cover {shown:.2f} s but the header says {survey['header_duration']:.2f} s; "
+                             f"the file may be truncated")
+        decoded = decode_from_start(container, stream, path, survey["first_packet"], frame_indices, preprocess)
+        if decoded["frames_seen"] == 0:
+            reason = decoded["stopped_by"] or decoded["first_error"] or "the decoder returned no frame"
+            raise VideoError(f"{path}: no decodable video frame ({reason})")
+        if not decoded["filled"].all():
+            # Fewer frames decode than the demuxer listed: sample again among those that do.
+            notes.append(f"only {decoded['frames_seen']} of {survey['num_frames']} frames decode; "
+                         f"sampled among those")
+            frame_indices, sampling = segment_frame_indices(decoded["frames_seen"], num_frames, rng), "frame-uniform"
+            decoded = decode_from_start(container, stream, path, survey["first_packet"], frame_indices, preprocess)
+            if not decoded["filled"].any():
+                raise VideoError(f"{path}: no decodable video frame on a second pass")
+            filled_positions = np.flatnonzero(decoded["filled"])
+            for position in np.flatnonzero(~decoded["filled"]):  # a decoder that changed its mind: repeat a frame
+                decoded["frames"][position] = decoded["frames"][filled_positions[-1]]
+    if decoded["bad_packets"]:
+        notes.append(f"{decoded['bad_packets']} packets failed to decode and were skipped ({decoded['first_error']})")
+    if decoded["stopped_by"]:
+        notes.append(f"reading stopped after frame {decoded['frames_seen']} ({decoded['stopped_by']})")
+    if decoded["corrupt"]:
+        notes.append(f"{decoded['corrupt']} sampled frames are flagged corrupt by the decoder")
+    frames = decoded["frames"]
+    info = {"path": str(path), "frames_decoded": decoded["frames_seen"], "frames_in_stream": survey["num_frames"],
+            "frame_indices": [int(index) for index in frame_indices], "rotation": decoded["rotation"],
+            "shape": list(frames.shape), "sampling": sampling, "warnings": notes}
+    return frames, info
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data_dir", help="folder holding MSRVTT/ (unpacked MSRVTT.zip) or the 2016 jsons")
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--data_dir", help="summarise MSR-VTT in this folder (holding MSRVTT/, or the 2016 jsons)")
+    mode.add_argument("--video_path", help="sample frames from this video and report what was read")
     parser.add_argument("--scheme", default="official", choices=SCHEMES,
-                        help="split: official (6,513/497/2,990) or 1k-A (8,500/500/1,000 from the jsfusion lists)")
+                        help="split for --data_dir: official (6,513/497/2,990) or 1k-A (8,500/500/1,000)")
+    parser.add_argument("--num_frames", type=int, default=16, help="frames to sample from --video_path")
+    parser.add_argument("--image_size", type=int, default=224,
+                        help="centre-crop size; the shortest edge is resized to it first (X-CLIP: 224)")
+    parser.add_argument("--jitter", action="store_true", help="a random frame per segment instead of the middle one")
+    parser.add_argument("--seed", type=int, default=None, help="seed for --jitter (default: unseeded)")
+    parser.add_argument("--save", default=None, help="write the sampled (N, 3, H, W) float32 frames to this .npy")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser.parse_args(argv)
 
@@ -367,11 +780,8 @@ def dataset_summary(dataset: MSRVTT, missing: dict) -> dict:
                     "missing": len(missing[split])} for split in SPLIT_NAMES}
 
 
-def main(args) -> int:
-    if not args.data_dir:
-        print("dataset.py: give --data_dir D (a dataset to summarise) or --video_path V (a video to sample)",
-              file=sys.stderr)
-        return 2
+def summarise_dataset(args) -> int:
+    """--data_dir: a table (or JSON) of videos, captions and videos missing on disk, per split."""
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -390,6 +800,53 @@ def main(args) -> int:
         for split, row in summary.items():
             print(f"{split:<6} {row['videos']:>8} {row['captions']:>9} {row['missing']:>16}")
     return 0
+
+
+def save_array_atomically(array, path: Path) -> None:
+    """np.save to a temporary name next to path, then os.replace it into place."""
+    import numpy as np
+    temporary = path.with_name(path.name + ".part")
+    with open(temporary, "wb") as handle:
+        np.save(handle, array)
+    os.replace(temporary, path)
+
+
+def sample_video(args) -> int:
+    """--video_path: sample it, print frames decoded, indices, rotation, shape, warnings; optionally --save them."""
+    if args.num_frames < 1 or args.image_size < 1:
+        print(f"dataset.py: --num_frames and --image_size must be positive (got {args.num_frames}, "
+              f"{args.image_size})", file=sys.stderr)
+        return 2
+    preprocess = Preprocess(image_size=args.image_size, shortest_edge=args.image_size)
+    try:
+        frames, info = read_video(args.video_path, args.num_frames, preprocess, jitter=args.jitter, seed=args.seed)
+    except VideoError as error:
+        print(error, file=sys.stderr)
+        return 2
+    if args.save:
+        try:
+            save_array_atomically(frames, Path(args.save))
+        except OSError as error:
+            print(f"{args.save}: cannot write the frames ({one_line(error)}); choose a writable path", file=sys.stderr)
+            return 2
+        info["saved_to"] = args.save
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(f"video            {info['path']}")
+        print(f"frames decoded   {info['frames_decoded']} (stream has {info['frames_in_stream']})")
+        print(f"frame indices    {info['frame_indices']} ({info['sampling']})")
+        print(f"rotation         {info['rotation']} degrees clockwise")
+        print(f"output shape     {tuple(info['shape'])} float32")
+        if args.save:
+            print(f"saved to         {args.save}")
+        for note in info["warnings"]:
+            print(f"warning          {note}")
+    return 0
+
+
+def main(args) -> int:
+    return summarise_dataset(args) if args.data_dir else sample_video(args)
 
 
 if __name__ == "__main__":

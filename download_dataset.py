@@ -98,8 +98,8 @@ def download(url, dest, chunk_size=CHUNK_SIZE, retries=5, backoff=1.0, max_backo
         offset = part.stat().st_size if part.exists() else 0
         if failures:
             if failures > retries:
-                raise DownloadError(f"{url}: giving up after {retries} retries ({last_problem}); {part} keeps "
-                                    f"{offset} bytes, run again to resume")
+                kept = f"{part} keeps {offset} bytes, run again to resume" if offset else "run again to retry"
+                raise DownloadError(f"{url}: giving up after {retries} retries ({last_problem}); {kept}")
             time.sleep(min(max_backoff, backoff * 2 ** (failures - 1)))
         try:
             response = _open(url, offset, timeout)

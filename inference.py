@@ -72,7 +72,8 @@ def main(args):
         return 2
     preprocess = Preprocess.from_dict(checkpoint["encoder"]["preprocess"])
     failures = 0
-    for path in expand_video_paths(args.video_path):
+    paths = expand_video_paths(args.video_path)
+    for path in paths:
         try:
             result = caption_video(path, encoder, decoder, tokenizer, preprocess, args.beam_size,
                                    args.num_captions, args.max_len)
@@ -84,8 +85,9 @@ def main(args):
             print(f"warning: {path}: {warning}", file=sys.stderr)
         if args.json:
             print(json.dumps(result), flush=True)
-        elif len(result["captions"]) == 1:
-            print(f"{path}: {result['captions'][0]['caption']}", flush=True)
+        elif len(result["captions"]) == 1:  # one video: just its caption; several: prefixed by the path
+            caption = result["captions"][0]["caption"]
+            print(caption if len(paths) == 1 else f"{path}: {caption}", flush=True)
         else:
             print(f"{path}:")
             for item in result["captions"]:
