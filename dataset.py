@@ -429,17 +429,35 @@ def load_preprocess(name_or_path: str, image_size: int) -> Preprocess:
 
 
 def hub_preprocessor_config(repo_id: str) -> Path | None:
-    """Local path of a hub model's preprocessor_config.json (cache first, then the hub); None when unavailable."""
+    """Local path of a hub model's preprocessor_config.json (the cache first, then the hub); None when unavailable.
+    Offline, huggingface_hub retries for ~25 s, so the hub is only asked when its host answers within 3 s."""
     try:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import constants, hf_hub_download
     except ImportError:
         return None
-    for local_files_only in (True, False):
-        try:
-            return Path(hf_hub_download(repo_id, "preprocessor_config.json", local_files_only=local_files_only))
-        except Exception:  # offline, no such repo, no such file: fall back to the defaults
-            continue
-    return None
+    try:
+        return Path(hf_hub_download(repo_id, "preprocessor_config.json", local_files_only=True))
+    except Exception:  # not cached (or not a valid repo id)
+        pass
+    if constants.HF_HUB_OFFLINE or not host_reachable(constants.ENDPOINT):
+        return None
+    try:
+        return Path(hf_hub_download(repo_id, "preprocessor_config.json"))
+    except Exception:  # no such repo or file, gated, network trouble: the defaults will do
+        return None
+
+
+def host_reachable(url: str, timeout_s: float = 3.0) -> bool:
+    """Whether a TCP connection to the host of url opens within timeout_s."""
+    import socket
+    from urllib.parse import urlparse
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def segment_frame_indices(num_available: int, num_frames: int, rng=None) -> list:
@@ -475,6 +493,23 @@ def is_constant_rate(frame_times: list) -> bool:
     if not intervals or min(intervals) <= 0:
         return True  # one frame, or timestamps that cannot be trusted: count frames instead
     return max(intervals) <= 1.5 * min(intervals)
+
+
+def missing_frames_by_timestamps(frame_times: list) -> tuple:
+    """(about how many frames are missing, time of the first gap) when an otherwise constant-rate stream skips
+    whole frame intervals, as it does when damaged data was dropped; (0, None) otherwise."""
+    intervals = [later - earlier for earlier, later in zip(frame_times, frame_times[1:])]
+    if len(intervals) < 3:
+        return 0, None
+    typical = sorted(intervals)[len(intervals) // 2]
+    if typical <= 0:
+        return 0, None
+    regular = [interval for interval in intervals if interval < 1.9 * typical]
+    gaps = [(position, interval) for position, interval in enumerate(intervals) if interval >= 1.9 * typical]
+    if not gaps or len(gaps) > 0.1 * len(intervals) or min(regular) <= 0 or max(regular) > 1.5 * min(regular):
+        return 0, None  # no gap, or a genuinely variable frame rate
+    missing = sum(int(round(interval / typical)) - 1 for _, interval in gaps)
+    return missing, frame_times[gaps[0][0]]
 
 
 def open_video(path: Path):
@@ -562,18 +597,57 @@ def demux_from_start(container, stream, first_packet: tuple):
     return itertools.chain([head], packets)
 
 
-def rotate_upright(rgb, rotation: int):
-    """Rotate an (H, W, 3) image by `rotation` degrees clockwise (a multiple of 90), as a player displays it."""
-    import numpy as np
-    quarter_turns = (rotation // 90) % 4
-    return np.rot90(rgb, k=-quarter_turns) if quarter_turns else rgb  # np.rot90 turns counter-clockwise for k > 0
+def display_matrix(frame):
+    """The 3x3 display matrix (9 ints, FFmpeg layout) attached to a decoded frame, or None."""
+    import struct
+    try:
+        for side_data in frame.side_data:
+            if str(getattr(side_data.type, "name", side_data.type)).upper().endswith("DISPLAYMATRIX"):
+                raw = bytes(side_data)
+                return struct.unpack("=9i", raw[:36]) if len(raw) >= 36 else None
+    except (AttributeError, TypeError, ValueError):
+        pass
+    return None
 
 
-def frame_rotation(frame) -> int:
-    """Clockwise rotation in [0, 360), a multiple of 90, that shows a decoded frame upright. PyAV's
-    VideoFrame.rotation is the display matrix's counter-clockwise angle: -90 means turn 90 degrees clockwise."""
-    degrees = getattr(frame, "rotation", 0) or 0
-    return int(round(-degrees / 90.0)) * 90 % 360
+# Clockwise rotation by the signs of the display matrix's linear part (a, b, c, d) = (m[0], m[1], m[3], m[4]).
+ROTATION_BY_SIGNS = {(1, 0, 0, 1): 0, (0, 1, -1, 0): 90, (-1, 0, 0, -1): 180, (0, -1, 1, 0): 270}
+SIGNS_BY_ROTATION = {degrees: signs for signs, degrees in ROTATION_BY_SIGNS.items()}
+
+
+def frame_orientation(frame) -> tuple:
+    """(a, b, c, d) in {-1, 0, 1}: how a player maps stored pixels to the screen, x' = a*x + c*y, y' = b*x + d*y
+    (FFmpeg's display matrix snapped to the nearest quarter turn; mirroring kept). (1, 0, 0, 1) without one."""
+    matrix = display_matrix(frame)
+    if matrix is None:  # nothing to read but PyAV's counter-clockwise angle (no mirroring)
+        return SIGNS_BY_ROTATION[int(round(-(getattr(frame, "rotation", 0) or 0) / 90.0)) % 4 * 90]
+    a, b, c, d = matrix[0], matrix[1], matrix[3], matrix[4]
+    if abs(b) > abs(a):
+        return (0, 1 if b > 0 else -1, 1 if c > 0 else -1, 0)
+    return (1 if a > 0 else -1, 0, 0, 1 if d > 0 else -1)
+
+
+def describe_orientation(orientation: tuple) -> tuple:
+    """(clockwise degrees, mirrored): the orientation as a quarter-turn rotation followed by a horizontal flip."""
+    a, b, c, d = orientation
+    if a * d - b * c < 0:  # mirrored: undo the horizontal flip (negate x') to find the rotation
+        return ROTATION_BY_SIGNS[(-a, b, -c, d)], True
+    return ROTATION_BY_SIGNS[orientation], False
+
+
+def orient_upright(rgb, orientation: tuple):
+    """Apply a display orientation (frame_orientation) to an (H, W, 3) image: the picture a player shows."""
+    a, b, c, d = orientation
+    if b != 0:  # axes swap: rows become stored x, columns stored y
+        rgb = rgb.transpose(1, 0, 2)
+        rows_flipped, columns_flipped = b < 0, c < 0
+    else:
+        rows_flipped, columns_flipped = d < 0, a < 0
+    if rows_flipped:
+        rgb = rgb[::-1]
+    if columns_flipped:
+        rgb = rgb[:, ::-1]
+    return rgb
 
 
 def resized_size(width: int, height: int, shortest_edge: int) -> tuple:
@@ -619,19 +693,19 @@ def swscale_interpolation() -> int:
     return flags
 
 
-def frame_to_array(frame, preprocess: Preprocess, reformatter, out) -> int:
+def frame_to_array(frame, preprocess: Preprocess, reformatter, out) -> tuple:
     """Write a decoded frame into out (3, S, S) float32, upright: one swscale step for resize + RGB, then crop and
-    normalise. Returns the rotation applied (degrees clockwise)."""
+    normalise. Returns the display orientation applied (frame_orientation)."""
     import numpy as np
-    rotation = frame_rotation(frame)
+    orientation = frame_orientation(frame)
     width, height = resized_size(frame.width, frame.height, preprocess.shortest_edge)
     rgb = reformatter.reformat(frame, width=width, height=height, format="rgb24",
                                interpolation=swscale_interpolation()).to_ndarray()  # (h, w, 3) uint8
-    rgb = centre_crop(rotate_upright(rgb, rotation), preprocess.image_size)  # (S, S, 3) uint8
+    rgb = centre_crop(orient_upright(rgb, orientation), preprocess.image_size)  # (S, S, 3) uint8
     scale, offset = normalisation_coefficients(preprocess)
     np.multiply(rgb.transpose(2, 0, 1), scale, out=out, dtype=np.float32)  # (3, S, S)
     out += offset
-    return rotation
+    return orientation
 
 
 def decode_sampled_frames(packets, frame_indices: list, preprocess: Preprocess) -> dict:
@@ -649,7 +723,7 @@ def decode_sampled_frames(packets, frame_indices: list, preprocess: Preprocess) 
     size = preprocess.image_size
     frames = np.zeros((len(frame_indices), 3, size, size), dtype=np.float32)  # (N, 3, S, S)
     result = {"frames": frames, "filled": np.zeros(len(frame_indices), dtype=bool), "frames_seen": 0,
-              "rotation": 0, "bad_packets": 0, "first_error": None, "stopped_by": None, "corrupt": 0}
+              "orientation": (1, 0, 0, 1), "bad_packets": 0, "first_error": None, "stopped_by": None, "corrupt": 0}
     try:
         for packet in packets:
             try:
@@ -663,7 +737,7 @@ def decode_sampled_frames(packets, frame_indices: list, preprocess: Preprocess) 
                 result["frames_seen"] += 1
                 if index in positions_by_index:
                     first, *repeats = positions_by_index[index]
-                    result["rotation"] = frame_to_array(frame, preprocess, reformatter, frames[first])
+                    result["orientation"] = frame_to_array(frame, preprocess, reformatter, frames[first])
                     result["corrupt"] += int(bool(getattr(frame, "is_corrupt", False)))
                     frames[repeats] = frames[first]
                     result["filled"][positions_by_index[index]] = True
@@ -682,11 +756,11 @@ def set_decoder_threads(stream) -> None:
 
 def decode_from_start(container, stream, path: Path, first_packet: tuple, frame_indices: list,
                       preprocess: Preprocess) -> dict:
-    """decode_sampled_frames from the stream's first packet: on the open container when it seeks back exactly,
-    else on a freshly opened one."""
-    set_decoder_threads(stream)
-    packets = demux_from_start(container, stream, first_packet)
+    """decode_sampled_frames from the stream's first packet: on the open container (whose decoder has not run yet)
+    when it seeks back exactly, else on a freshly opened one. container=None: always a fresh one."""
+    packets = None if container is None else demux_from_start(container, stream, first_packet)
     if packets is not None:
+        set_decoder_threads(stream)
         return decode_sampled_frames(packets, frame_indices, preprocess)
     with open_video(path) as reopened:
         stream = reopened.streams[stream.index]
@@ -723,6 +797,10 @@ def read_video(path, num_frames: int = 16, preprocess: Preprocess | None = None,
         if survey["num_frames"] == 0:
             raise VideoError(f"{path}: the video stream has no frames")
         frame_indices, sampling = choose_frame_indices(survey, num_frames, rng)
+        missing, first_gap = missing_frames_by_timestamps(survey["frame_times"])
+        if missing:
+            notes.append(f"timestamps skip about {missing} frames (first after {first_gap:.2f} s); "
+                         f"damaged data may have been dropped")
         if survey["header_duration"] and survey["clip_end"] is not None:
             shown = survey["clip_end"] - survey["frame_times"][0]
             if shown < 0.9 * survey["header_duration"] - 0.1:
@@ -737,7 +815,7 @@ def read_video(path, num_frames: int = 16, preprocess: Preprocess | None = None,
             notes.append(f"only {decoded['frames_seen']} of {survey['num_frames']} frames decode; "
                          f"sampled among those")
             frame_indices, sampling = segment_frame_indices(decoded["frames_seen"], num_frames, rng), "frame-uniform"
-            decoded = decode_from_start(container, stream, path, survey["first_packet"], frame_indices, preprocess)
+            decoded = decode_from_start(None, stream, path, survey["first_packet"], frame_indices, preprocess)
             if not decoded["filled"].any():
                 raise VideoError(f"{path}: no decodable video frame on a second pass")
             filled_positions = np.flatnonzero(decoded["filled"])
@@ -750,8 +828,9 @@ def read_video(path, num_frames: int = 16, preprocess: Preprocess | None = None,
     if decoded["corrupt"]:
         notes.append(f"{decoded['corrupt']} sampled frames are flagged corrupt by the decoder")
     frames = decoded["frames"]
+    rotation, mirrored = describe_orientation(decoded["orientation"])
     info = {"path": str(path), "frames_decoded": decoded["frames_seen"], "frames_in_stream": survey["num_frames"],
-            "frame_indices": [int(index) for index in frame_indices], "rotation": decoded["rotation"],
+            "frame_indices": [int(index) for index in frame_indices], "rotation": rotation, "mirrored": mirrored,
             "shape": list(frames.shape), "sampling": sampling, "warnings": notes}
     return frames, info
 
@@ -836,7 +915,7 @@ def sample_video(args) -> int:
         print(f"video            {info['path']}")
         print(f"frames decoded   {info['frames_decoded']} (stream has {info['frames_in_stream']})")
         print(f"frame indices    {info['frame_indices']} ({info['sampling']})")
-        print(f"rotation         {info['rotation']} degrees clockwise")
+        print(f"rotation         {info['rotation']} degrees clockwise{', then mirrored' if info['mirrored'] else ''}")
         print(f"output shape     {tuple(info['shape'])} float32")
         if args.save:
             print(f"saved to         {args.save}")
