@@ -721,7 +721,7 @@ def decode_sampled_frames(packets, frame_indices: list, preprocess: Preprocess) 
     last_index = max(frame_indices)
     reformatter = VideoReformatter()  # one swscale context for all frames (a fresh one per frame costs ~2 ms)
     size = preprocess.image_size
-    frames = np.zeros((len(frame_indices), 3, size, size), dtype=np.float32)  # (N, 3, S, S)
+    frames = np.empty((len(frame_indices), 3, size, size), dtype=np.float32)  # (N, 3, S, S), filled below
     result = {"frames": frames, "filled": np.zeros(len(frame_indices), dtype=bool), "frames_seen": 0,
               "orientation": (1, 0, 0, 1), "bad_packets": 0, "first_error": None, "stopped_by": None, "corrupt": 0}
     try:
