@@ -415,7 +415,8 @@ def make_tiny_xclip(out_dir, seed=0, num_frames=16):
     """Write a tiny randomly initialised XCLIPModel (loadable with XCLIPModel.from_pretrained) and return its folder.
 
     Video features are (B, 512) like the real model's; images are 32x32, patches 8x8, 2 vision layers.
-    A preprocessor_config.json with CLIP's mean and std at 32x32 is written alongside.
+    Like any model saved with save_pretrained, it has no preprocessor_config.json: dataset.load_preprocess
+    then gives X-CLIP's defaults at the config's image size (32).
     """
     import torch
     from transformers import XCLIPConfig, XCLIPModel
@@ -443,16 +444,6 @@ def make_tiny_xclip(out_dir, seed=0, num_frames=16):
             os.replace(saved, out_dir / saved.name)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    preprocessor = {
-        "image_processor_type": "VideoMAEImageProcessor",
-        "do_resize": True, "size": {"shortest_edge": 32}, "resample": 3,
-        "do_center_crop": True, "crop_size": {"height": 32, "width": 32},
-        "do_rescale": True, "rescale_factor": 1 / 255,
-        "do_normalize": True,
-        "image_mean": [0.48145466, 0.4578275, 0.40821073],
-        "image_std": [0.26862954, 0.26130258, 0.27577711],
-    }
-    _write_json(out_dir / "preprocessor_config.json", preprocessor)
     return out_dir
 
 

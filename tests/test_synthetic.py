@@ -215,7 +215,13 @@ def test_tiny_xclip_round_trips(tmp_path):
     latents = output if torch.is_tensor(output) else output.pooler_output  # (B, 512)
     assert latents.shape == (2, 512) and torch.isfinite(latents).all()
     assert not torch.allclose(latents[0], latents[1])
-    assert json.loads((first / "preprocessor_config.json").read_text())["crop_size"] == {"height": 32, "width": 32}
+    # No preprocessor_config.json, as with any save_pretrained model: X-CLIP's defaults at the config's size.
+    assert not (first / "preprocessor_config.json").exists()
+    from dataset import load_preprocess
+
+    preprocess = load_preprocess(str(first), model.config.vision_config.image_size)
+    assert (preprocess.image_size, preprocess.shortest_edge) == (32, 32)
+    assert preprocess.mean == (0.485, 0.456, 0.406) and preprocess.std == (0.229, 0.224, 0.225)
 
 
 def test_dataset_loader_reads_it(synthetic_dir):
