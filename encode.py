@@ -33,7 +33,8 @@ def expand_video_paths(specs):
     for spec in specs:
         spec = str(spec)
         if os.path.isdir(spec):
-            paths += sorted(p for p in Path(spec).iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS)
+            videos = sorted(p for p in Path(spec).iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS)
+            paths += videos or [Path(spec)]  # a folder without videos is reported as a failure, not skipped
         elif glob.has_magic(spec) and not os.path.exists(spec):
             paths += sorted(Path(p) for p in glob.glob(spec, recursive=True))
         else:
@@ -57,10 +58,16 @@ class LatentCache:
         self.entries.mkdir(parents=True, exist_ok=True)
         meta_path = self.root / "meta.json"
         if meta_path.exists():
-            found = json.loads(meta_path.read_text())
+            try:
+                found = json.loads(meta_path.read_text())
+            except (OSError, ValueError) as error:
+                raise CacheError(f"{meta_path}: unreadable ({error}); delete {self.root} to rebuild this cache") from None
+            if not isinstance(found, dict):
+                raise CacheError(f"{meta_path}: not a cache description; delete {self.root} to rebuild this cache")
             if found.get("fingerprint") != meta.get("fingerprint"):
                 raise CacheError(f"{self.root}: made by encoder {found.get('name')} "
-                                 f"({found.get('fingerprint')}), not {meta.get('name')} ({meta.get('fingerprint')})")
+                                 f"({found.get('fingerprint')}), not {meta.get('name')} ({meta.get('fingerprint')}); "
+                                 "pass another --cache_dir or delete this folder")
         else:
             atomic_write_text(meta_path, json.dumps(meta, indent=2))
         self.meta = meta
@@ -83,7 +90,19 @@ class LatentCache:
         if missing:
             raise CacheError(f"{self.root}: {len(missing)} videos not encoded yet (e.g. {', '.join(missing[:3])}); "
                              "run encode.py first")
-        return np.stack([np.load(self.path(v)) for v in video_ids]) if video_ids else np.zeros((0, 0), np.float32)
+        return np.stack([self.load(v) for v in video_ids]) if video_ids else np.zeros((0, 0), np.float32)
+
+    def load(self, video_id):
+        """One latent (D,); CacheError naming the file when it is damaged (e.g. by a crash of the machine)."""
+        path = self.path(video_id)
+        try:
+            latent = np.load(path)
+        except (OSError, ValueError, EOFError) as error:
+            raise CacheError(f"{path}: damaged cache entry ({error}); delete it and run encode.py again") from None
+        if latent.shape != (self.meta.get("latent_dim", latent.shape[0]),) or latent.dtype != np.float32:
+            raise CacheError(f"{path}: holds a {latent.dtype} array of shape {latent.shape}, not this cache's "
+                             f"({self.meta.get('latent_dim')},) float32 latent; delete it and run encode.py again")
+        return latent
 
 
 def atomic_write_text(path, text):
@@ -179,17 +198,30 @@ def encode_videos(items, encoder, cache, preprocess, batch_size=8, num_workers=2
             bar.update(len(batch["video_ids"]) + len(batch["failures"]))
     finally:
         bar.close()
-        if summary["failed"] or (cache.root / "failures.jsonl").exists():
+        failures = failures_path(cache, shard, num_shards)
+        if summary["failed"] or failures.exists():
             lines = [json.dumps({"video_id": vid, "error": error}) for vid, error in summary["failed"]]
-            atomic_write_text(cache.root / "failures.jsonl", "".join(line + "\n" for line in lines))
+            atomic_write_text(failures, "".join(line + "\n" for line in lines))
+    summary["failures_path"] = str(failures)
     return summary
+
+
+def failures_path(cache, shard=0, num_shards=1):
+    """failures.jsonl, or one file per shard so that concurrent shards never write the same file."""
+    return cache.root / ("failures.jsonl" if num_shards == 1 else f"failures-shard{shard}of{num_shards}.jsonl")
+
+
+def torchrun_shard(shard=0, num_shards=1):
+    """Under torchrun each rank takes its own slice of this job's shard: (shard, num_shards) for this process."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    return shard * world + rank, num_shards * world
 
 
 def format_summary(summary, cache):
     line = (f"{summary['encoded']} encoded, {summary['cached']} already cached, "
             f"{len(summary['failed'])} failed of {summary['total']} videos -> {cache.root}")
     if summary["failed"]:
-        line += f" (failures listed in {cache.root / 'failures.jsonl'})"
+        line += f" (failures listed in {summary['failures_path']})"
     return line
 
 
@@ -218,20 +250,24 @@ def load_encoder(name_or_path, encode_dtype="fp32", device="cpu"):
     return encoder, reference
 
 
-def split_latents(msrvtt, splits, encoder, cache_dir, encode_dtype="fp32", num_workers=2):
+def split_latents(msrvtt, splits, encoder, cache_dir, encode_dtype="fp32", num_workers=2, barrier=None):
     """{split: (video ids, (N, D) float32 latents)} from the cache, encoding what it lacks first.
 
-    Videos that cannot be decoded are reported once and left out of their split.
+    Videos that cannot be decoded are reported and left out of their split. Under torchrun each
+    rank encodes its own shard; barrier() (torch.distributed.barrier) waits for all of them.
     """
     cache, preprocess = open_cache(encoder, cache_dir, encode_dtype)
     items = [(vid, msrvtt.video_path(vid)) for split in splits for vid in msrvtt.splits[split]]
-    summary = encode_videos(items, encoder, cache, preprocess, num_workers=num_workers)
+    shard, num_shards = torchrun_shard()
+    summary = encode_videos(items, encoder, cache, preprocess, num_workers=num_workers, shard=shard,
+                            num_shards=num_shards)
     if summary["encoded"] or summary["failed"]:
         print(format_summary(summary, cache))
-    failed = {vid for vid, _ in summary["failed"]}
+    if barrier is not None:
+        barrier()
     result = {}
     for split in splits:
-        ids = [vid for vid in msrvtt.splits[split] if vid not in failed]
+        ids = [vid for vid in msrvtt.splits[split] if cache.has(vid)]  # broken videos have no entry
         result[split] = (ids, cache.read(ids))
     return result, cache
 
@@ -263,7 +299,9 @@ def parse_args(argv=None):
     parser.add_argument("--num_workers", type=int, default=2, help="DataLoader workers decoding videos (0 = in process)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--strict", action="store_true", help="stop at the first broken video")
-    parser.add_argument("--shard", type=int, default=0, help="encode only shard K of --num_shards (job arrays)")
+    parser.add_argument("--shard", type=int, default=0,
+                        help="encode only shard K of --num_shards (a cluster job array); under torchrun each "
+                             "rank further takes its slice; all shards fill the same cache")
     parser.add_argument("--num_shards", type=int, default=1, help="number of shards the videos are split into")
     return parser.parse_args(argv)
 
@@ -276,9 +314,10 @@ def main(args):
         items = items_for(args)
         encoder, reference = load_encoder(args.xclip_model, args.encode_dtype, resolve_device(args.device))
         cache, preprocess = open_cache(encoder, args.cache_dir, args.encode_dtype)
+        shard, num_shards = torchrun_shard(args.shard, args.num_shards)
         summary = encode_videos(items, encoder, cache, preprocess, batch_size=args.batch_size,
-                                num_workers=args.num_workers, strict=args.strict, shard=args.shard,
-                                num_shards=args.num_shards, reference_encoder=reference)
+                                num_workers=args.num_workers, strict=args.strict, shard=shard,
+                                num_shards=num_shards, reference_encoder=reference)
     except (DatasetError, VideoError, EncoderLoadError, CacheError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

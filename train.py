@@ -2,7 +2,10 @@
 
     python train.py --data_dir data --tokenizer_path tokenizer.model --epochs 20
 
-Latents come from the on-disk cache (missing ones are encoded first, once). Each epoch prints
+Latents come from the on-disk cache (missing ones are encoded first, once). Under
+`torchrun --nproc_per_node N train.py ...` it trains with DistributedDataParallel (NCCL on GPUs,
+gloo on CPU): each rank encodes its shard of the missing videos, takes its slice of every global
+batch, and rank 0 validates and writes the files. Each epoch prints
 train loss, validation loss and validation CIDEr (beam search on the val videos, all references),
 writes models/last.pt, models/best.pt (by CIDEr) and a line in models/log.jsonl. --resume continues
 a killed run from last.pt; on CPU with a fixed seed it ends with the same weights as an unbroken run.
@@ -10,6 +13,7 @@ a killed run from last.pt; on CPU with a fixed seed it ends with the same weight
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -85,38 +89,70 @@ def lr_lambda(warmup_steps, total_steps):
     return factor
 
 
-def run_epoch(decoder, latents, video_index, rows, batch_size, device, optimizer=None, scheduler=None,
-              grad_clip=0.0, generator=None, desc="train"):
-    """One pass over the captions; trains when an optimizer is given. Returns the mean loss."""
+def run_epoch(model, latents, video_index, rows, batch_size, device, optimizer=None, scheduler=None,
+              grad_clip=0.0, generator=None, desc="train", rank=0, world_size=1):
+    """One pass over the captions; trains when an optimizer is given. Returns the mean loss.
+
+    Under torchrun every rank draws the same global batches and takes its slice rank::world_size of
+    each; the loss is rescaled so that DDP's gradient average equals the single-process gradient of
+    the whole batch (a token-weighted mean), whatever the ranks' token counts.
+    """
     import torch
     from tqdm import tqdm
 
+    pad_id = getattr(model, "module", model).config.pad_id
     training = optimizer is not None
-    decoder.train(training)
+    model.train(training)
     order = torch.randperm(len(rows), generator=generator) if training else torch.arange(len(rows))
     rows, video_index = torch.from_numpy(rows), torch.from_numpy(video_index)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     total_loss, total_count = 0.0, 0
-    bar = tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+    bar = tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch", leave=False, dynamic_ncols=True,
+               disable=rank != 0)
     for start in bar:
-        batch = order[start:start + batch_size]
+        global_batch = order[start:start + batch_size]
+        batch = global_batch[rank::world_size]
+        scale = 1.0
+        if world_size > 1:
+            global_tokens = int((rows[global_batch, 1:] != pad_id).sum())
+            if len(batch) == 0:  # fewer captions than ranks: join the gradient sync with zero weight
+                batch, scale = global_batch[:1], 0.0
+            else:
+                scale = int((rows[batch, 1:] != pad_id).sum()) * world_size / global_tokens
         batch_rows = rows[batch]
-        length = int((batch_rows != decoder.config.pad_id).sum(1).max())  # trim padding columns
+        length = int((batch_rows != pad_id).sum(1).max())  # trim padding columns
         batch_rows = batch_rows[:, :length].to(device, non_blocking=True)
         batch_latents = latents[video_index[batch].to(latents.device)]  # (B, D)
         with torch.set_grad_enabled(training), autocast:
-            _, loss = decoder(batch_latents, batch_rows[:, :-1], batch_rows[:, 1:])
+            _, loss = model(batch_latents, batch_rows[:, :-1], batch_rows[:, 1:])
         if training:
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * scale if world_size > 1 else loss).backward()
             if grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(decoder.parameters(), grad_clip)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
             scheduler.step()
         total_loss += loss.item() * len(batch)
         total_count += len(batch)
         bar.set_postfix(loss=f"{total_loss / total_count:.3f}")
     return total_loss / max(1, total_count)
+
+
+def setup_distributed(device_name):
+    """(rank, world_size, device). torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; plain python is rank 0 of 1."""
+    import torch
+    import torch.distributed as dist
+    from encode import resolve_device
+
+    device = torch.device(resolve_device(device_name))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    if world_size == 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world_size, device
 
 
 def make_decoder(args, vocab_size, latent_dim, tokenizer):
@@ -129,17 +165,30 @@ def make_decoder(args, vocab_size, latent_dim, tokenizer):
     return CaptionDecoder(config)
 
 
+def validate(decoder, tokenizer, latents, video_index, rows, references, args, device):
+    """Validation loss (teacher forcing) and caption metrics (beam search, all references; no METEOR)."""
+    import torch
+    from evaluate import caption_latents, score_captions
+
+    with torch.no_grad():
+        loss = run_epoch(decoder, latents, video_index, rows, args.batch_size, device, desc="val loss")
+    video_ids = list(references)
+    captions = caption_latents(decoder, tokenizer, latents[: len(video_ids)], beam_size=args.beam_size,
+                               max_len=args.max_len)
+    return loss, score_captions(dict(zip(video_ids, captions)), references, meteor=False), captions
+
+
 def main(args):
     import torch
+    import torch.distributed as dist
     import sentencepiece as spm
     from checkpoint import CheckpointError, load_checkpoint, save_checkpoint
     from dataset import DatasetError, VideoError, load_msrvtt
-    from encode import CacheError, load_encoder, resolve_device, split_latents
-    from evaluate import caption_latents, score_captions
+    from encode import CacheError, load_encoder, split_latents
     from model import EncoderLoadError
 
     out_dir = Path(args.out_dir)
-    device = torch.device(resolve_device(args.device))
+    rank, world_size, device = setup_distributed(args.device)
     try:
         if not Path(args.tokenizer_path).is_file():
             raise DatasetError(f"{args.tokenizer_path}: no tokenizer; run create_tokenizer.py first")
@@ -149,9 +198,10 @@ def main(args):
         if resume is not None and resume["tokenizer"] != tokenizer_proto:
             raise CheckpointError(f"{args.tokenizer_path}: differs from the tokenizer of {out_dir / 'last.pt'}")
         msrvtt = load_msrvtt(args.data_dir, scheme=args.scheme)
-        encoder, _ = load_encoder(args.xclip_model, args.encode_dtype, device.type)
+        encoder, _ = load_encoder(args.xclip_model, args.encode_dtype, device)
         latents_by_split, cache = split_latents(msrvtt, ["train", "val"], encoder, args.cache_dir,
-                                                args.encode_dtype, args.num_workers)
+                                                args.encode_dtype, args.num_workers,
+                                                barrier=dist.barrier if world_size > 1 else None)
         del encoder  # the cache is all training needs
     except (DatasetError, VideoError, EncoderLoadError, CacheError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -166,8 +216,9 @@ def main(args):
     train_index, train_rows = caption_table(train_ids, msrvtt.captions, tokenizer, args.max_len)
     val_index, val_rows = caption_table(val_ids, msrvtt.captions, tokenizer, args.max_len)
     caption_val_ids = val_ids[: args.val_videos] if args.val_videos else val_ids
-    print(f"train: {len(train_ids)} videos, {len(train_rows)} captions; val: {len(val_ids)} videos, "
-          f"{len(val_rows)} captions; device {device}")
+    if rank == 0:
+        print(f"train: {len(train_ids)} videos, {len(train_rows)} captions; val: {len(val_ids)} videos, "
+              f"{len(val_rows)} captions; device {device}" + (f" x {world_size} processes" if world_size > 1 else ""))
 
     torch.manual_seed(args.seed)
     decoder = make_decoder(args, tokenizer.get_piece_size(), train_latents.shape[1], tokenizer)
@@ -184,45 +235,54 @@ def main(args):
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         start_epoch, best_cider, bad_epochs = resume["epoch"], resume["best_cider"], resume["bad_epochs"]
-        print(f"resumed from {out_dir / 'last.pt'} after epoch {start_epoch}")
+        if rank == 0:
+            print(f"resumed from {out_dir / 'last.pt'} after epoch {start_epoch}")
+    model = decoder
+    if world_size > 1:
+        model = torch.nn.parallel.DistributedDataParallel(decoder, device_ids=[device] if device.type == "cuda" else None)
 
     train_latents_t = torch.from_numpy(train_latents).to(device)
     val_latents_t = torch.from_numpy(val_latents).to(device)
-    encoder_info = {**cache.meta}
     references = {vid: msrvtt.captions[vid] for vid in caption_val_ids}
     out_dir.mkdir(parents=True, exist_ok=True)
     for epoch in range(start_epoch, args.epochs):
         if args.patience and bad_epochs >= args.patience:
-            print(f"early stop: no better val CIDEr for {bad_epochs} epochs")
+            if rank == 0:
+                print(f"early stop: no better val CIDEr for {bad_epochs} epochs")
             break
         started = time.time()
         torch.manual_seed(args.seed * 100003 + epoch)  # dropout; resumable without saving RNG state
-        generator = torch.Generator().manual_seed(args.seed * 100003 + epoch)
-        train_loss = run_epoch(decoder, train_latents_t, train_index, train_rows, args.batch_size, device,
-                               optimizer, scheduler, args.grad_clip, generator, desc=f"epoch {epoch + 1}")
-        with torch.no_grad():
-            val_loss = run_epoch(decoder, val_latents_t, val_index, val_rows, args.batch_size, device, desc="val loss")
-        captions = caption_latents(decoder, tokenizer, val_latents_t[: len(caption_val_ids)],
-                                   beam_size=args.beam_size, max_len=args.max_len)
-        metrics = score_captions(dict(zip(caption_val_ids, captions)), references, meteor=False)
-        cider = metrics["CIDEr"]
-        improved = cider > best_cider
-        best_cider, bad_epochs = (cider, 0) if improved else (best_cider, bad_epochs + 1)
-        record = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
-                  "val": metrics, "lr": scheduler.get_last_lr()[0], "seconds": time.time() - started}
-        payload = {"decoder_config": decoder.config.to_dict(), "decoder": decoder.state_dict(),
-                   "tokenizer": tokenizer_proto, "encoder": encoder_info, "args": vars(args),
-                   "metrics": record, "epoch": epoch + 1, "optimizer": optimizer.state_dict(),
-                   "scheduler": scheduler.state_dict(), "best_cider": best_cider, "bad_epochs": bad_epochs}
-        if improved:
-            save_checkpoint(out_dir / "best.pt", payload)
-        save_checkpoint(out_dir / "last.pt", payload)
-        with open(out_dir / "log.jsonl", "a") as log:
-            log.write(json.dumps(record) + "\n")
-        print(f"epoch {epoch + 1}/{args.epochs}: train loss {train_loss:.3f}, val loss {val_loss:.3f}, "
-              f"val CIDEr {cider:.3f}, BLEU-4 {metrics['Bleu_4']:.3f}{' (best)' if improved else ''}, "
-              f"{record['seconds']:.0f}s  e.g. \"{captions[0]}\"")
-    print(f"best val CIDEr {best_cider:.3f}; checkpoints in {out_dir}")
+        generator = torch.Generator().manual_seed(args.seed * 100003 + epoch)  # same batches on every rank
+        train_loss = run_epoch(model, train_latents_t, train_index, train_rows, args.batch_size, device,
+                               optimizer, scheduler, args.grad_clip, generator, desc=f"epoch {epoch + 1}",
+                               rank=rank, world_size=world_size)
+        if rank == 0:  # validation and files on rank 0 only: metrics equal the single-process ones
+            val_loss, metrics, captions = validate(decoder, tokenizer, val_latents_t, val_index, val_rows,
+                                                   references, args, device)
+            improved = metrics["CIDEr"] > best_cider
+            best_cider, bad_epochs = (metrics["CIDEr"], 0) if improved else (best_cider, bad_epochs + 1)
+            record = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val": metrics,
+                      "lr": scheduler.get_last_lr()[0], "seconds": time.time() - started}
+            payload = {"decoder_config": decoder.config.to_dict(), "decoder": decoder.state_dict(),
+                       "tokenizer": tokenizer_proto, "encoder": dict(cache.meta), "args": vars(args),
+                       "metrics": record, "epoch": epoch + 1, "optimizer": optimizer.state_dict(),
+                       "scheduler": scheduler.state_dict(), "best_cider": best_cider, "bad_epochs": bad_epochs}
+            if improved:
+                save_checkpoint(out_dir / "best.pt", payload)
+            save_checkpoint(out_dir / "last.pt", payload)
+            with open(out_dir / "log.jsonl", "a") as log:
+                log.write(json.dumps(record) + "\n")
+            print(f"epoch {epoch + 1}/{args.epochs}: train loss {train_loss:.3f}, val loss {val_loss:.3f}, "
+                  f"val CIDEr {metrics['CIDEr']:.3f}, BLEU-4 {metrics['Bleu_4']:.3f}{' (best)' if improved else ''}, "
+                  f"{record['seconds']:.0f}s  e.g. \"{captions[0]}\"", flush=True)
+        if world_size > 1:  # every rank takes the same early-stopping decision
+            state = [best_cider, bad_epochs]
+            dist.broadcast_object_list(state, src=0)
+            best_cider, bad_epochs = state
+    if rank == 0:
+        print(f"best val CIDEr {best_cider:.3f}; checkpoints in {out_dir}")
+    if world_size > 1:
+        dist.destroy_process_group()
     return 0
 
 
