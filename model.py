@@ -161,9 +161,8 @@ def _strip(ids, config):
     return out
 
 
-@torch.inference_mode()
-def greedy(decoder, latents, max_len=30):
-    """Most likely token at every step. Returns one list of token ids per video."""
+def _decode_one_token_at_a_time(decoder, latents, max_len, pick):
+    """Feed each step's choice back in: pick(log_probs (B, V)) -> tokens (B,). One id list per video."""
     cfg = decoder.config
     state = decoder.init_state(latents)
     tokens = torch.full((latents.size(0),), cfg.bos_id, dtype=torch.long, device=latents.device)
@@ -171,12 +170,18 @@ def greedy(decoder, latents, max_len=30):
     steps = []
     for _ in range(max_len):
         log_probs, state = decoder.step(tokens, state)
-        tokens = log_probs.argmax(dim=-1).masked_fill(finished, cfg.pad_id)  # (B,)
+        tokens = pick(log_probs).masked_fill(finished, cfg.pad_id)  # (B,)
         steps.append(tokens)
         finished |= tokens == cfg.eos_id
         if finished.all():
             break
     return [_strip(row, cfg) for row in torch.stack(steps, dim=1).tolist()]
+
+
+@torch.inference_mode()
+def greedy(decoder, latents, max_len=30):
+    """Most likely token at every step. Returns one list of token ids per video."""
+    return _decode_one_token_at_a_time(decoder, latents, max_len, lambda log_probs: log_probs.argmax(dim=-1))
 
 
 @torch.inference_mode()
@@ -229,24 +234,15 @@ def beam_search(decoder, latents, beam_size=5, max_len=30, length_penalty=1.0, n
 @torch.inference_mode()
 def sample(decoder, latents, max_len=30, temperature=1.0, top_p=1.0, seed=None):
     """Ancestral sampling with temperature and nucleus (top-p) filtering, reproducible from seed."""
-    cfg = decoder.config
     generator = torch.Generator(device=latents.device)
     generator.manual_seed(0 if seed is None else seed)
-    state = decoder.init_state(latents)
-    tokens = torch.full((latents.size(0),), cfg.bos_id, dtype=torch.long, device=latents.device)
-    finished = torch.zeros_like(tokens, dtype=torch.bool)
-    steps = []
-    for _ in range(max_len):
-        log_probs, state = decoder.step(tokens, state)
+
+    def pick(log_probs):
         probs = F.softmax(log_probs / max(temperature, 1e-5), dim=-1)  # (B, V)
         if top_p < 1.0:
             sorted_probs, sorted_index = probs.sort(dim=-1, descending=True)
             outside = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p  # keep the nucleus
-            sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-            probs = torch.zeros_like(probs).scatter(-1, sorted_index, sorted_probs)
-        tokens = torch.multinomial(probs, 1, generator=generator)[:, 0].masked_fill(finished, cfg.pad_id)
-        steps.append(tokens)
-        finished |= tokens == cfg.eos_id
-        if finished.all():
-            break
-    return [_strip(row, cfg) for row in torch.stack(steps, dim=1).tolist()]
+            probs = torch.zeros_like(probs).scatter(-1, sorted_index, sorted_probs.masked_fill(outside, 0.0))
+        return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+    return _decode_one_token_at_a_time(decoder, latents, max_len, pick)
