@@ -30,7 +30,12 @@ def save_checkpoint(path, payload):
     temp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(temp, "wb") as handle:
-            torch.save({"version": CHECKPOINT_VERSION, **payload}, handle)
+            try:
+                torch.save({"version": CHECKPOINT_VERSION, **payload}, handle)
+            except RuntimeError as error:  # torch's zip writer hides a failed write (disk full) behind its own error
+                if isinstance(error.__context__, OSError):
+                    raise error.__context__ from None
+                raise
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)
@@ -66,8 +71,12 @@ def decoder_from_checkpoint(checkpoint):
     """The CaptionDecoder a checkpoint describes, weights loaded, in eval mode."""
     from model import CaptionDecoder, DecoderConfig
 
-    decoder = CaptionDecoder(DecoderConfig(**checkpoint["decoder_config"]))
-    decoder.load_state_dict(checkpoint["decoder"])
+    try:
+        decoder = CaptionDecoder(DecoderConfig(**checkpoint["decoder_config"]))
+        decoder.load_state_dict(checkpoint["decoder"])
+    except (TypeError, ValueError, KeyError, RuntimeError) as error:  # made by another version or edited
+        raise CheckpointError(f"the checkpoint's decoder does not fit this repo's CaptionDecoder "
+                              f"({type(error).__name__}: {str(error).splitlines()[0][:160]})") from None
     return decoder.eval()
 
 

@@ -61,6 +61,9 @@ def main(args):
     from encode import expand_video_paths, resolve_device
     from model import EncoderLoadError
 
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 are printed escaped, not a crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     device = resolve_device(args.device)
     try:
         checkpoint = load_checkpoint(args.model_path)
