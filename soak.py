@@ -161,8 +161,8 @@ def measure_inference(video_paths, model_path, xclip_model, beam_size=5, max_len
             "captions": stdout.getvalue().splitlines(), "errors": stderr.getvalue().splitlines()}
 
 
-def write_long_video(path, minutes, size=(320, 240), fps=30):
-    """A long clip of slowly changing flat frames (cheap to write, every frame still decoded)."""
+def write_long_video(path, minutes, size=(320, 240), fps=30, seed=0):
+    """A long clip of a drifting gradient under grain (motion and residuals to decode, like footage)."""
     import av
     import numpy as np
     from tqdm import tqdm
@@ -170,12 +170,15 @@ def write_long_video(path, minutes, size=(320, 240), fps=30):
     path = Path(path)
     width, height = size
     num_frames = int(minutes * 60 * fps)
+    rows, columns = np.mgrid[0:height, 0:width]
+    grain = np.random.default_rng(seed).integers(-12, 13, (7, height, width, 1))  # 7 grain patterns, cycled
     temp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     with av.open(str(temp), "w") as container:
         stream = container.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for number in tqdm(range(num_frames), desc="long clip", unit="frame", leave=False):
-            pixels = np.full((height, width, 3), (number // fps) % 250, np.uint8)
+            gradient = ((rows + columns + 2 * number) % 200 + 28)[:, :, None] * np.array([1.0, 0.8, 0.6])
+            pixels = np.clip(gradient + grain[number % 7], 0, 255).astype(np.uint8)  # (H, W, 3)
             for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
@@ -248,6 +251,7 @@ def parse_args(argv=None):
     parser.add_argument("--max_growth_mb", type=float, default=50.0, help="RSS growth after warm-up that fails the run")
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic clips and the tiny models")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     return parser.parse_args(argv)
 
 
@@ -256,6 +260,9 @@ def main(args):
         print(f"soak.py: need --num_videos >= 3 and 1 <= --inference_videos <= --num_videos "
               f"(got {args.num_videos}, {args.inference_videos})", file=sys.stderr)
         return 2
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     world = prepare(args.out_dir, args.num_videos, args.xclip_model, args.seed)
     cache = world["cache"]
     for entry in cache.entries.glob("*.npy"):  # start from an empty cache: every clip is encoded now

@@ -36,7 +36,9 @@ from test_video_sampling import write_audio_only, write_noisy_video, write_video
 REPO = Path(__file__).resolve().parent.parent
 LOAD_VIDEOS = 100          # clips encoded in one run by the memory test (soak.py: 500)
 LOAD_CAPTIONS = 50         # clips captioned in one inference call by the memory test (soak.py: 200)
-MAX_GROWTH_MB = 25.0       # RSS growth after the first 10% of the clips (the issue's bound for 500 clips is 50 MB)
+# RSS growth allowed after the first 10% of the clips (the issue's bound, for 500 clips: 50 MB). Measured here:
+# 0-2 MB; leaving every container open grows it by ~1.1 MB a clip, keeping every clip's frames by ~0.3 MB a clip.
+MAX_GROWTH_MB = 15.0
 KILL_VIDEOS = 36           # clips in the cache build that is killed and resumed
 # Progress bars on stderr (tqdm's "encoding:  33%|...", transformers' "Loading weights:") are not messages.
 PROGRESS_BAR = re.compile(r"^[\w ]+: +\d+%\|")
