@@ -473,11 +473,12 @@ def segment_frame_indices(num_available: int, num_frames: int, rng=None) -> list
     return indices
 
 
-def time_uniform_frame_indices(frame_times: list, clip_end: float, num_frames: int, rng=None) -> list:
-    """Split [first frame time, clip_end) into num_frames equal spans; the frame showing at the middle of each
-    (or at a random time inside it). frame_times are presentation times in ascending order."""
+def time_uniform_frame_indices(frame_times: list, clip_end: float, num_frames: int, rng=None,
+                               clip_start: float | None = None) -> list:
+    """Split [clip_start (default: first frame time), clip_end) into num_frames equal spans; the frame showing at
+    the middle of each (or at a random time inside it). frame_times are presentation times in ascending order."""
     import bisect
-    clip_start = frame_times[0]
+    clip_start = frame_times[0] if clip_start is None else clip_start
     span = (clip_end - clip_start) / num_frames
     indices = []
     for segment in range(num_frames):
@@ -861,6 +862,74 @@ def read_video(path, num_frames: int = 16, preprocess: Preprocess | None = None,
             "frame_indices": [int(index) for index in frame_indices], "rotation": rotation, "mirrored": mirrored,
             "shape": list(frames.shape), "sampling": sampling, "warnings": notes}
     return frames, info
+
+
+def video_windows(survey: dict, rate, window_seconds: float, num_frames: int) -> list:
+    """Cut a surveyed stream into windows of window_seconds (the last one may be shorter): per window
+    (start, end, frame_indices), times in seconds from the first frame, num_frames frames sampled by time
+    inside it. Streams without timestamps are timed by their frame rate (None when there is none)."""
+    import math
+    frame_times, clip_end = survey["frame_times"], survey["clip_end"]
+    if not frame_times:
+        if not rate:
+            return None
+        frame_times = [index / float(rate) for index in range(survey["num_frames"])]
+        clip_end = survey["num_frames"] / float(rate)
+    first = frame_times[0]
+    duration = max(clip_end - first, 1e-6)
+    count = max(1, math.ceil(duration / window_seconds - 1e-6))
+    windows = []
+    for window in range(count):
+        start, end = window * window_seconds, min((window + 1) * window_seconds, duration)
+        indices = time_uniform_frame_indices(frame_times, first + end, num_frames, clip_start=first + start)
+        windows.append((start, end, indices))
+    return windows
+
+
+def read_video_windows(path, window_seconds: float, num_frames: int = 16, preprocess: Preprocess | None = None,
+                       windows_per_pass: int = 0):
+    """Yield the consecutive windows of window_seconds of a video, each as {"start", "end" (seconds from the
+    first frame), "frames" (num_frames, 3, S, S) float32, sampled by time inside the window as read_video
+    samples a whole video, "warnings"}.
+
+    Frames of windows_per_pass windows (0 = as many as fit in about 256 MB) come from one decoding pass;
+    each further pass decodes from the start again. Raises VideoError (one line) on a bad file."""
+    import numpy as np
+    if window_seconds <= 0:
+        raise ValueError(f"window_seconds must be positive, got {window_seconds}")
+    path = Path(path)
+    preprocess = preprocess or Preprocess()
+    with open_video(path) as container:  # open while the windows are read: passes reopen it by stream index
+        stream = pick_video_stream(container, path)
+        survey = survey_stream(container, stream)
+        if survey["num_frames"] == 0:
+            raise VideoError(f"{path}: the video stream has no frames")
+        windows = video_windows(survey, stream.average_rate or stream.guessed_rate, window_seconds, num_frames)
+        if windows is None:
+            raise VideoError(f"{path}: frames carry no timestamps and the stream no frame rate; cannot cut it "
+                             f"into {window_seconds:g} s windows")
+        frame_bytes = 3 * preprocess.image_size ** 2 * 4
+        windows_per_pass = windows_per_pass or max(1, 256 * 2 ** 20 // (num_frames * frame_bytes))
+        notes = list(survey["warnings"])
+        for first in range(0, len(windows), windows_per_pass):
+            group = windows[first:first + windows_per_pass]
+            frame_indices = [index for _, _, indices in group for index in indices]
+            decoded = decode_from_start(None, stream, path, survey["first_packet"], frame_indices, preprocess)
+            if not decoded["filled"].any():
+                reason = decoded["stopped_by"] or decoded["first_error"] or "the decoder returned no frame"
+                raise VideoError(f"{path}: no decodable video frame ({reason})")
+            if not decoded["filled"].all():  # the end does not decode: later windows show the last frame that did
+                notes.append(f"only {decoded['frames_seen']} of {survey['num_frames']} frames decode; "
+                             f"later windows repeat the last one")
+                filled_positions = np.flatnonzero(decoded["filled"])
+                for position in np.flatnonzero(~decoded["filled"]):
+                    earlier = filled_positions[filled_positions < position]
+                    source = earlier[-1] if len(earlier) else filled_positions[0]
+                    decoded["frames"][position] = decoded["frames"][source]
+            frames = decoded["frames"].reshape(len(group), num_frames, *decoded["frames"].shape[1:])  # (W, N, 3, S, S)
+            for (start, end, _), window_frames in zip(group, frames):
+                yield {"start": start, "end": end, "frames": window_frames, "warnings": notes}
+                notes = []
 
 
 def parse_args(argv=None):

@@ -9,7 +9,9 @@ Examples:
     python evaluate.py --hyp hyp.txt --refs ref1.txt ref2.txt --out results.json
 
 With --model_path, every video of the split is captioned by batched beam search from the cached
-latents (encoded first where missing) and scored against all its references.
+latents (encoded first where missing) and scored against all its references; --views K captions
+from the mean of K jittered samplings' latents. On a synthetic set the captions are also scored on
+what they name (attributes.json), and on its "order" task on whether they tell the order right.
 """
 import argparse
 import contextlib
@@ -294,7 +296,8 @@ def evaluate_caption_files(hyp_path: str, ref_paths: list[str], java: bool | Non
 
 
 def caption_latents(decoder, tokenizer, latents, beam_size=5, max_len=30, batch_size=256):
-    """Latents (N, D) -> N captions (text), by beam search over batches of videos."""
+    """Latents (N, D) (or per-frame features (N, T, D) for the attention decoder) -> N captions (text), by beam
+    search over batches of videos."""
     from model import beam_search
 
     captions = []
@@ -302,6 +305,49 @@ def caption_latents(decoder, tokenizer, latents, beam_size=5, max_len=30, batch_
         beams = beam_search(decoder, latents[start:start + batch_size], beam_size=beam_size, max_len=max_len)
         captions += [tokenizer.decode(best[0][0]) for best in beams]
     return captions
+
+
+def caption_events(caption):
+    """What a caption says happened first and second: {"directions": (first, second), "colours": (first, second)},
+    each None when the caption names fewer than two different ones. "B after A" counts as A, then B."""
+    from synthetic import COLOURS, DIRECTION_WORDS
+
+    words = caption.lower().replace(",", " ").split()
+    lookups = {"directions": {word: name for name, synonyms in DIRECTION_WORDS.items() for word in synonyms},
+               "colours": {name: name for name in COLOURS}}
+    events = {}
+    for kind, lookup in lookups.items():
+        named = []  # (word position, canonical name) of the first two different names
+        for position, word in enumerate(words):
+            if word in lookup and lookup[word] not in [name for _, name in named]:
+                named.append((position, lookup[word]))
+            if len(named) == 2:
+                break
+        if len(named) < 2:
+            events[kind] = None
+            continue
+        (first_at, first), (second_at, second) = named
+        events[kind] = (second, first) if "after" in words[first_at:second_at] else (first, second)
+    return events
+
+
+def order_accuracy(captions_by_video, attributes_by_video):
+    """On the synthetic "order" task: share of videos whose caption names their two events (directions of a path
+    with a turn, or colours of a colour change) in the right order ("order_accuracy"), and in any order
+    ("order_content_accuracy"), so that knowing what happens and knowing when can be told apart. {} for a set
+    without the order task."""
+    field = {"path": "directions", "colour_change": "colours"}
+    video_ids = [vid for vid in captions_by_video if attributes_by_video.get(vid, {}).get("kind") in field]
+    if not video_ids:
+        return {}
+    in_order = any_order = 0
+    for vid in video_ids:
+        attributes = attributes_by_video[vid]
+        truth = tuple(attributes[field[attributes["kind"]]])
+        named = caption_events(captions_by_video[vid])[field[attributes["kind"]]]
+        in_order += int(named == truth)
+        any_order += int(named is not None and sorted(named) == sorted(truth))
+    return {"order_accuracy": in_order / len(video_ids), "order_content_accuracy": any_order / len(video_ids)}
 
 
 def control_latents(latents, control, seed=0):
@@ -330,10 +376,14 @@ def evaluate_checkpoint(args, java=None) -> dict:
     info = checkpoint["encoder"]
     dtype = torch.bfloat16 if info.get("dtype") == "bf16" else torch.float32
     encoder = encoder_from_checkpoint(checkpoint, args.xclip_model, dtype=dtype, device=device)
+    if args.views < 1:
+        raise UsageError(f"--views {args.views}: pass 1 (middle frames) or more (mean of jittered samplings)")
     latents_by_split, _ = split_latents(msrvtt, [args.split], encoder, args.cache_dir, info.get("dtype", "fp32"),
-                                        args.num_workers)
+                                        args.num_workers, views=args.views, per_frame=decoder.config.uses_frames)
     del encoder
-    video_ids, latents = latents_by_split[args.split]
+    video_ids, latents = latents_by_split[args.split]  # (N, D) or (N, T, D); (N, K, ...) with views
+    if args.views > 1:
+        latents = latents.mean(axis=1)
     latents = control_latents(torch.from_numpy(latents).to(device), args.control)
     captions = caption_latents(decoder, tokenizer, latents, args.beam_size, args.max_len, args.batch_size)
     predictions = dict(zip(video_ids, captions))
@@ -344,8 +394,9 @@ def evaluate_checkpoint(args, java=None) -> dict:
         attributes = load_attributes(msrvtt.root.parent)
         metrics.update({f"{name}_accuracy": value
                         for name, value in attribute_accuracy(predictions, attributes).items()})
+        metrics.update(order_accuracy(predictions, attributes))
     return {"metrics": metrics, "predictions": [{"video_id": vid, "caption": predictions[vid]} for vid in video_ids],
-            "split": args.split, "model_path": str(args.model_path), "control": args.control}
+            "split": args.split, "model_path": str(args.model_path), "control": args.control, "views": args.views}
 
 
 # ----------------------------------------------------------------------------- command line
@@ -365,6 +416,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--xclip_model", default=None,
                         help="local copy of the checkpoint's X-CLIP (default: the name stored in the checkpoint)")
     parser.add_argument("--cache_dir", default="cache", help="where the latent cache lives")
+    parser.add_argument("--views", type=int, default=1,
+                        help="caption from the mean latent of K jittered samplings per video (1 = the middle frames)")
     parser.add_argument("--beam_size", type=int, default=5, help="beam width (1 = greedy)")
     parser.add_argument("--max_len", type=int, default=30, help="max caption length in tokens")
     parser.add_argument("--batch_size", type=int, default=256, help="videos per beam-search batch")

@@ -5,6 +5,9 @@
     latents = encoder.encode(pixel_values)                       # (B, 512)
     captions = beam_search(decoder, latents, beam_size=5, max_len=30)
 
+The decoder is "pooled" (the latent (B, 512) sets the LSTM's initial state) or "attention" (it
+attends over X-CLIP's per-frame features (B, 16, 512) at every step, and starts from their mean).
+
 Only nn.Modules, their config and decoding live here; files and flags belong to the scripts.
 """
 from dataclasses import asdict, dataclass
@@ -62,8 +65,28 @@ class XClipEncoder(nn.Module):
         latents = output if torch.is_tensor(output) else output.pooler_output  # (B, D)
         return latents.float()
 
+    @torch.inference_mode()
+    def encode_with_frames(self, pixel_values):
+        """(B, T, 3, H, W) -> latents (B, D) as encode() gives them, and per-frame features (B, T, D).
+
+        The per-frame features are X-CLIP's frame embeddings after its multi-frame integration
+        transformer (MIT), before the mean over frames that makes the latent: the same path as
+        get_video_features, with outputs indexed by position so that transformers 4.x (tuples)
+        and 5.x (output objects) both work.
+        """
+        device = next(self.model.parameters()).device
+        pixel_values = pixel_values.to(device=device, dtype=self.dtype, non_blocking=True)
+        batch, num_frames = pixel_values.shape[:2]
+        frame_embeds = self.model.vision_model(pixel_values=pixel_values.flatten(0, 1))[1]  # (B*T, hidden)
+        frame_embeds = self.model.visual_projection(frame_embeds).view(batch, num_frames, -1)  # (B, T, D)
+        mit_output = self.model.mit(frame_embeds)
+        return mit_output[1].float(), mit_output[0].float()  # (B, D), (B, T, D)
+
     def train(self, mode=True):
         return super().train(False)  # frozen: always in eval mode
+
+
+DECODER_TYPES = ("pooled", "attention")
 
 
 @dataclass
@@ -79,9 +102,42 @@ class DecoderConfig:
     pad_id: int = 0
     bos_id: int = 2
     eos_id: int = 3
+    decoder_type: str = "pooled"  # "pooled": latents (B, D); "attention": per-frame features (B, T, D)
+    attention_dim: int = 256  # size of the additive attention's hidden layer (attention decoder only)
+    num_frames: int = 16  # frames the attention decoder has position embeddings for
 
     def to_dict(self):
         return asdict(self)
+
+    @property
+    def uses_frames(self):
+        """True when the decoder reads per-frame features (B, T, D) rather than pooled latents (B, D)."""
+        return self.decoder_type == "attention"
+
+
+class FrameAttention(nn.Module):
+    """Soft (additive) attention over frame features, as in Show-Attend-Tell and Yao et al. 2015.
+
+    score(t) = w . tanh(W_f frame_t + P_t + W_h h): P_t is a learned embedding of frame position t,
+    so the decoder can ask for "later frames" as well as for content.
+    """
+
+    def __init__(self, frame_dim, hidden_dim, attention_dim, num_frames):
+        super().__init__()
+        self.frame_proj = nn.Linear(frame_dim, attention_dim)
+        self.position = nn.Parameter(torch.randn(num_frames, attention_dim) * 0.02)
+        self.hidden_proj = nn.Linear(hidden_dim, attention_dim, bias=False)
+        self.score = nn.Linear(attention_dim, 1)
+
+    def keys(self, frames):
+        """Frame features (B, T, D) -> their attention keys (B, T, A), computed once per decoding call."""
+        return self.frame_proj(frames) + self.position[: frames.size(1)]
+
+    def forward(self, frames, keys, hidden):
+        """frames (B, T, D), keys (B, T, A), hidden (B, H) -> context (B, D), weights (B, T) summing to 1."""
+        scores = self.score(torch.tanh(keys + self.hidden_proj(hidden)[:, None])).squeeze(-1)  # (B, T)
+        weights = F.softmax(scores.float(), dim=-1).to(frames.dtype)  # (B, T)
+        return torch.bmm(weights[:, None], frames)[:, 0], weights  # (B, D), (B, T)
 
 
 class CaptionDecoder(nn.Module):
@@ -89,16 +145,25 @@ class CaptionDecoder(nn.Module):
 
     Latents arrive raw; they are standardised here with the training split's mean and std
     (buffers saved in the checkpoint), so every caller feeds the encoder's output unchanged.
+    With decoder_type "attention" the "latents" are per-frame features (B, T, D): the initial
+    state comes from their mean, and every step also reads an attention-weighted mix of them.
     """
 
     def __init__(self, config: DecoderConfig):
         super().__init__()
+        if config.decoder_type not in DECODER_TYPES:
+            raise ValueError(f"decoder_type must be one of {DECODER_TYPES}, got {config.decoder_type!r}")
+        if config.uses_frames and config.latent_every_step:
+            raise ValueError("latent_every_step is for the pooled decoder; the attention decoder already "
+                             "reads the frames at every step")
         self.config = config
         self.register_buffer("latent_mean", torch.zeros(config.latent_dim))
         self.register_buffer("latent_std", torch.ones(config.latent_dim))
         self.embed = nn.Embedding(config.vocab_size, config.embed_dim, padding_idx=config.pad_id)
         self.init_state_proj = nn.Linear(config.latent_dim, 2 * config.num_layers * config.hidden_dim)
-        input_dim = config.embed_dim + (config.latent_dim if config.latent_every_step else 0)
+        self.attention = (FrameAttention(config.latent_dim, config.hidden_dim, config.attention_dim,
+                                         config.num_frames) if config.uses_frames else None)
+        input_dim = config.embed_dim + (config.latent_dim if config.latent_every_step or config.uses_frames else 0)
         self.lstm = nn.LSTM(input_dim, config.hidden_dim, config.num_layers, batch_first=True,
                             dropout=config.dropout if config.num_layers > 1 else 0.0)
         self.dropout = nn.Dropout(config.dropout)
@@ -110,10 +175,18 @@ class CaptionDecoder(nn.Module):
         self.latent_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-6))
 
     def init_state(self, latents):
-        """Raw latents (B, D) -> decoding state (h, c, latents): h, c (L, B, H), latents standardised (B, D)."""
-        latents = (latents.float() - self.latent_mean) / self.latent_std  # (B, D)
+        """Raw latents (B, D) -> decoding state (h, c, latents): h, c (L, B, H), latents standardised (B, D).
+
+        The attention decoder takes frame features (B, T, D) and keeps them, standardised, in the state,
+        so that beam search's select_state reorders them along with h and c.
+        """
         cfg = self.config
-        projected = self.init_state_proj(latents).view(-1, 2, cfg.num_layers, cfg.hidden_dim)
+        if latents.dim() != (3 if cfg.uses_frames else 2):
+            wanted = "per-frame features (B, T, D)" if cfg.uses_frames else "latents (B, D)"
+            raise ValueError(f"the {cfg.decoder_type} decoder takes {wanted}, got shape {tuple(latents.shape)}")
+        latents = (latents.float() - self.latent_mean) / self.latent_std  # (B, D) or (B, T, D)
+        pooled = latents.mean(dim=1) if cfg.uses_frames else latents  # (B, D)
+        projected = self.init_state_proj(pooled).view(-1, 2, cfg.num_layers, cfg.hidden_dim)
         h = torch.tanh(projected[:, 0]).transpose(0, 1).contiguous()  # (L, B, H)
         c = projected[:, 1].transpose(0, 1).contiguous()  # (L, B, H)
         return h, c, latents
@@ -122,13 +195,28 @@ class CaptionDecoder(nn.Module):
         """tokens (B, T), state -> hidden outputs (B, T, H), new state."""
         h, c, latents = state
         inputs = self.dropout(self.embed(tokens))  # (B, T, E)
+        if self.attention is not None:
+            return self._run_attending(inputs, h, c, latents)
         if self.config.latent_every_step:
             inputs = torch.cat([inputs, latents[:, None].expand(-1, tokens.size(1), -1)], dim=-1)
         outputs, (h, c) = self.lstm(inputs, (h, c))  # (B, T, H)
         return self.dropout(outputs), (h, c, latents)
 
+    def _run_attending(self, inputs, h, c, frames):
+        """Embedded tokens (B, T, E) one step at a time, each step's input joined by the frame context
+        the previous top-layer hidden state asks for -> hidden outputs (B, T, H), new state."""
+        keys = self.attention.keys(frames)  # (B, F, A)
+        outputs = []
+        for position in range(inputs.size(1)):
+            context, _ = self.attention(frames, keys, h[-1])  # (B, D)
+            step_input = torch.cat([inputs[:, position], context.to(inputs.dtype)], dim=-1)[:, None]  # (B, 1, E+D)
+            output, (h, c) = self.lstm(step_input, (h, c))  # (B, 1, H)
+            outputs.append(output)
+        return self.dropout(torch.cat(outputs, dim=1)), (h, c, frames)
+
     def forward(self, latents, tokens, targets=None):
-        """latents (B, D), tokens (B, T) starting with BOS -> logits (B, T, V), loss (padding ignored)."""
+        """latents (B, D) (attention: (B, F, D)), tokens (B, T) starting with BOS -> logits (B, T, V), loss
+        (padding ignored)."""
         outputs, _ = self._run(tokens, self.init_state(latents))
         logits = self.head(outputs)  # (B, T, V)
         loss = None
@@ -145,7 +233,7 @@ class CaptionDecoder(nn.Module):
 
 
 def select_state(state, index):
-    """Pick rows `index` (N,) of a decoding state along its batch dimension."""
+    """Pick rows `index` (N,) of a decoding state along its batch dimension (latents (B, D) or frames (B, T, D))."""
     h, c, latents = state
     return h[:, index], c[:, index], latents[index]
 

@@ -9,6 +9,10 @@ batch, and rank 0 validates and writes the files. Each epoch prints
 train loss, validation loss and validation CIDEr (beam search on the val videos, all references),
 writes models/last.pt, models/best.pt (by CIDEr) and a line in models/log.jsonl. --resume continues
 a killed run from last.pt; on CPU with a fixed seed it ends with the same weights as an unbroken run.
+
+--views K trains on K cached samplings per video, one drawn per video each epoch (seeded by the epoch,
+so --resume stays exact); validation averages them. --decoder attention trains the decoder that
+attends over X-CLIP's per-frame features (cached beside the latents) instead of the pooled latent.
 """
 import argparse
 import json
@@ -32,6 +36,9 @@ def parse_args(argv=None):
                       help="X-CLIP hub name or local folder (frozen video encoder)")
     data.add_argument("--cache_dir", default="cache", help="where the latent cache lives")
     data.add_argument("--encode_dtype", default="fp32", choices=["fp32", "bf16"], help="encoder precision for the cache")
+    data.add_argument("--views", type=int, default=1,
+                      help="samplings per video in the cache (1 = middle frames; K > 1 = K jittered ones, one "
+                           "drawn per video each epoch, their mean used for validation)")
     data.add_argument("--max_len", type=int, default=30, help="max caption length in tokens (EOS included)")
     data.add_argument("--num_workers", type=int, default=2, help="DataLoader workers decoding videos for the cache")
     model = parser.add_argument_group("decoder")
@@ -40,6 +47,10 @@ def parse_args(argv=None):
     model.add_argument("--num_layers", type=int, default=2, help="LSTM layers")
     model.add_argument("--dropout", type=float, default=0.3, help="dropout on embeddings, between layers and outputs")
     model.add_argument("--latent_every_step", action="store_true", help="also feed the latent at every step")
+    model.add_argument("--decoder", default="pooled", choices=["pooled", "attention"],
+                       help="pooled: the video latent sets the LSTM state; attention: soft attention over the "
+                            "per-frame features at every step")
+    model.add_argument("--attention_dim", type=int, default=256, help="attention hidden size (--decoder attention)")
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=int, default=20, help="maximum epochs")
     optim.add_argument("--batch_size", type=int, default=128, help="captions per batch")
@@ -77,6 +88,15 @@ def caption_table(video_ids, captions_by_video, tokenizer, max_len):
     video_index = np.array([i for i, vid in enumerate(video_ids) for _ in captions_by_video[vid]], dtype=np.int64)
     captions = [c for vid in video_ids for c in captions_by_video[vid]]
     return video_index, encode_captions(captions, tokenizer, max_len)
+
+
+def pick_views(latents, seed, epoch):
+    """One view per video for this epoch: latents (N, K, ...) -> (N, ...), drawn from (seed, epoch) alone, so
+    that every rank and a resumed run draw the same views."""
+    import torch
+
+    views = np.random.default_rng([seed, epoch]).integers(latents.size(1), size=latents.size(0))  # (N,)
+    return latents[torch.arange(latents.size(0), device=latents.device), torch.from_numpy(views).to(latents.device)]
 
 
 def lr_lambda(warmup_steps, total_steps):
@@ -155,13 +175,14 @@ def setup_distributed(device_name):
     return dist.get_rank(), world_size, device
 
 
-def make_decoder(args, vocab_size, latent_dim, tokenizer):
+def make_decoder(args, vocab_size, latent_dim, tokenizer, num_frames=16):
     from model import CaptionDecoder, DecoderConfig
 
     config = DecoderConfig(vocab_size=vocab_size, latent_dim=latent_dim, embed_dim=args.embed_dim,
                            hidden_dim=args.hidden_dim, num_layers=args.num_layers, dropout=args.dropout,
                            latent_every_step=args.latent_every_step, label_smoothing=args.label_smoothing,
-                           pad_id=tokenizer.pad_id(), bos_id=tokenizer.bos_id(), eos_id=tokenizer.eos_id())
+                           pad_id=tokenizer.pad_id(), bos_id=tokenizer.bos_id(), eos_id=tokenizer.eos_id(),
+                           decoder_type=args.decoder, attention_dim=args.attention_dim, num_frames=num_frames)
     return CaptionDecoder(config)
 
 
@@ -185,9 +206,16 @@ def main(args):
     from checkpoint import CheckpointError, load_checkpoint, save_checkpoint
     from dataset import DatasetError, VideoError, load_msrvtt
     from encode import CacheError, load_encoder, split_latents
-    from model import EncoderLoadError
+    from model import DecoderConfig, EncoderLoadError
 
     out_dir = Path(args.out_dir)
+    if args.views < 1:
+        print(f"error: --views {args.views}: pass 1 (middle frames) or more (jittered samplings)", file=sys.stderr)
+        return 2
+    if args.decoder == "attention" and args.latent_every_step:
+        print("error: --latent_every_step goes with --decoder pooled; the attention decoder reads the frames at "
+              "every step already", file=sys.stderr)
+        return 2
     rank, world_size, device = setup_distributed(args.device)
     try:
         if not Path(args.tokenizer_path).is_file():
@@ -201,14 +229,18 @@ def main(args):
         encoder, _ = load_encoder(args.xclip_model, args.encode_dtype, device)
         latents_by_split, cache = split_latents(msrvtt, ["train", "val"], encoder, args.cache_dir,
                                                 args.encode_dtype, args.num_workers,
-                                                barrier=dist.barrier if world_size > 1 else None)
+                                                barrier=dist.barrier if world_size > 1 else None,
+                                                views=args.views, per_frame=args.decoder == "attention")
         del encoder  # the cache is all training needs
     except (DatasetError, VideoError, EncoderLoadError, CacheError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
+    # Latents (N, D), or per-frame features (N, T, D) for the attention decoder; with views, (N, K, ...).
     train_ids, train_latents = latents_by_split["train"]
     val_ids, val_latents = latents_by_split["val"]
+    if args.views > 1:
+        val_latents = val_latents.mean(axis=1)  # validation sees the mean of the views, as evaluate.py --views does
     if not train_ids or not val_ids:
         print(f"error: {args.data_dir}: need videos in both train and val splits "
               f"(found {len(train_ids)} and {len(val_ids)})", file=sys.stderr)
@@ -221,8 +253,11 @@ def main(args):
               f"{len(val_rows)} captions; device {device}" + (f" x {world_size} processes" if world_size > 1 else ""))
 
     torch.manual_seed(args.seed)
-    decoder = make_decoder(args, tokenizer.get_piece_size(), train_latents.shape[1], tokenizer)
-    decoder.set_latent_stats(train_latents.mean(0), train_latents.std(0))
+    latent_dim = train_latents.shape[-1]
+    num_frames = val_latents.shape[1] if args.decoder == "attention" else 16  # val: (N, T, D) after the view mean
+    decoder = make_decoder(args, tokenizer.get_piece_size(), latent_dim, tokenizer, num_frames)
+    flat_latents = train_latents.reshape(-1, latent_dim)  # every view and frame counts in the statistics
+    decoder.set_latent_stats(flat_latents.mean(0), flat_latents.std(0))
     decoder.to(device)
     optimizer = torch.optim.AdamW(decoder.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     steps_per_epoch = math.ceil(len(train_rows) / args.batch_size)
@@ -231,6 +266,10 @@ def main(args):
                              steps_per_epoch * args.epochs))
     start_epoch, best_cider, bad_epochs = 0, -1.0, 0
     if resume is not None:
+        if DecoderConfig(**resume["decoder_config"]) != decoder.config:
+            print(f"error: {out_dir / 'last.pt'}: trained with other decoder settings ({resume['decoder_config']}); "
+                  "pass the flags it was trained with, or another --out_dir", file=sys.stderr)
+            return 2
         decoder.load_state_dict(resume["decoder"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
@@ -253,7 +292,8 @@ def main(args):
         started = time.time()
         torch.manual_seed(args.seed * 100003 + epoch)  # dropout; resumable without saving RNG state
         generator = torch.Generator().manual_seed(args.seed * 100003 + epoch)  # same batches on every rank
-        train_loss = run_epoch(model, train_latents_t, train_index, train_rows, args.batch_size, device,
+        epoch_latents = train_latents_t if args.views == 1 else pick_views(train_latents_t, args.seed, epoch)
+        train_loss = run_epoch(model, epoch_latents, train_index, train_rows, args.batch_size, device,
                                optimizer, scheduler, args.grad_clip, generator, desc=f"epoch {epoch + 1}",
                                rank=rank, world_size=world_size)
         if rank == 0:  # validation and files on rank 0 only: metrics equal the single-process ones
