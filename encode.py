@@ -78,15 +78,28 @@ def read_views(path, video_id, views, num_frames, preprocess):
     return np.stack([frames for frames, _ in samples]), samples[0][1]  # (K, T, 3, S, S)
 
 
-def view_spread(latents):
+def view_spread(latents, centred=False):
     """Mean cosine similarity of each view's latent to the mean of its video's views: latents (N, K, D) -> float.
 
-    1.0 means the sampled frames do not matter; the lower, the more the latent depends on them.
+    1.0 means the sampled frames do not matter; the lower, the more the latent depends on them. With
+    centred, the mean latent of all videos is taken away first, as the decoder's standardisation does,
+    so that a direction every latent shares does not hide the differences.
     """
     latents = np.asarray(latents, dtype=np.float64)
+    if centred:
+        latents = latents - latents.mean(axis=(0, 1))
     mean = latents.mean(axis=1, keepdims=True)  # (N, 1, D)
     cosine = (latents * mean).sum(-1) / (np.linalg.norm(latents, axis=-1) * np.linalg.norm(mean, axis=-1) + 1e-12)
     return float(cosine.mean())
+
+
+def view_variance_share(latents):
+    """Share of the latents' variance that is between views of the same video rather than between videos:
+    latents (N, K, D) -> float in [0, 1]; 0 when the sampling does not matter."""
+    latents = np.asarray(latents, dtype=np.float64)
+    within = ((latents - latents.mean(axis=1, keepdims=True)) ** 2).sum(-1).mean()
+    total = ((latents - latents.mean(axis=(0, 1))) ** 2).sum(-1).mean()
+    return float(within / total) if total > 0 else 0.0
 
 
 def cache_key(encoder, preprocess, num_frames, dtype_name, sampling="mid"):

@@ -73,9 +73,9 @@ def test_cache_of_views_and_frames_is_named_shaped_and_matches_direct_encoding(w
     assert np.allclose(views.load(vid)[2], latent[0].numpy(), atol=1e-5)
     assert np.allclose(views.load_frames(vid)[2], frame_features[0].numpy(), atol=1e-5)
     assert views.read([v for v, _ in items]).shape == (2, 3, 512)
-    spread = encode.view_spread(views.read([v for v, _ in items]))
-    assert 0.5 < spread < 1.0  # jittered frames move the latent, a little
-    assert encode.view_spread(np.repeat(views.read([vid])[:, :1], 3, axis=1)) == pytest.approx(1.0)
+    latents = views.read([v for v, _ in items])
+    assert 0.5 < encode.view_spread(latents) < 1.0 and 0.0 < encode.view_variance_share(latents) < 1.0
+    assert encode.view_spread(latents, centred=True) < encode.view_spread(latents)
     # One view keeps the (D,) layout; asking for frames later fills them in beside the same latents.
     encode.encode_videos(items, encoder, plain, preprocess, num_workers=0, progress=False)
     first = plain.read([vid])
@@ -84,6 +84,16 @@ def test_cache_of_views_and_frames_is_named_shaped_and_matches_direct_encoding(w
     assert with_frames.root == plain.root and not with_frames.has(vid)
     assert encode.encode_videos(items, encoder, with_frames, preprocess, num_workers=0, progress=False)["encoded"] == 2
     assert np.allclose(with_frames.read([vid]), first, atol=1e-6) and with_frames.read_frames([vid]).shape == (1, 16, 512)
+
+
+def test_view_spread_and_variance_share_measure_what_the_sampling_moves():
+    videos = np.random.default_rng(0).normal(size=(50, 1, 8)) + 10.0  # a direction all latents share
+    same = np.repeat(videos, 3, axis=1)  # (N, K, D): the views agree
+    assert encode.view_spread(same) == pytest.approx(1.0) and encode.view_variance_share(same) < 1e-12
+    noisy = same + np.random.default_rng(1).normal(size=same.shape)  # views vary as much as videos do
+    assert encode.view_spread(noisy) > 0.99 > 0.9 > encode.view_spread(noisy, centred=True)
+    # Per dimension: views add variance 1 around each video (2/3 of it left around the views' mean), videos 1.
+    assert encode.view_variance_share(noisy) == pytest.approx((2 / 3) / 2, abs=0.05)
 
 
 def test_training_draws_one_view_per_video_from_seed_and_epoch():
