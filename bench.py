@@ -1,0 +1,905 @@
+"""Benchmark every stage of the captioner beside its floor, on MSR-VTT-shaped clips and a full-size X-CLIP.
+
+    python bench.py --out bench_out/results.json
+
+Made once under --work_dir and reused: H.264 clips shaped like MSR-VTT (320x240, 15 s, 30 fps, a keyframe
+every 2 s, B-frames, crf 23) and a 1280x720 one; a randomly initialised X-CLIP of the real architecture
+(xclip-base-patch32-16-frames: random weights cost what the real ones do), saved with save_pretrained and
+loaded through model.XClipEncoder; a 10,000-piece tokenizer and a captioner checkpoint. Each stage then runs
+in its own process (so its peak memory is its own); each figure is the median of several runs, interleaved
+with its floor or reference measured in the same run. Prints a table and whether each target holds.
+--quick is a smoke run: fewer repeats and smaller sizes, its timings only indicative.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent
+STAGES = ("sampling", "encoding", "training", "inference", "evaluation")
+MSRVTT_SIZE = (320, 240)
+HD_SIZE = (1280, 720)
+MSRVTT_EPOCH_CAPTIONS = 130_000  # MSR-VTT's training split: 6,513 videos x 20 captions (130,260)
+LATENT_DIM = 512
+RECIPE = 2  # in the names of the made tokenizer and checkpoint: bump it when the way they are made changes
+# Sizes of a full run and of a --quick one.
+PLANS = {
+    "full": {"repeats": 5, "hd_repeats": 3, "encode_videos": 24, "encode_repeats": 2, "ready_repeats": 2,
+             "train_batches": 30, "train_repeats": 2, "inference_repeats": 3, "eval_latents": 1000,
+             "eval_single": 40, "eval_repeats": 1},
+    "quick": {"repeats": 2, "hd_repeats": 1, "encode_videos": 8, "encode_repeats": 1, "ready_repeats": 1,
+              "train_batches": 8, "train_repeats": 1, "inference_repeats": 1, "eval_latents": 256,
+              "eval_single": 8, "eval_repeats": 1},
+}
+
+
+# ----------------------------------------------------------------------------- measuring
+
+def median(values):
+    """Median of a non-empty list of numbers."""
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else 0.5 * (ordered[middle - 1] + ordered[middle])
+
+
+def timed(function, *args, **kwargs):
+    """(seconds, result) of one call."""
+    started = time.perf_counter()
+    result = function(*args, **kwargs)
+    return time.perf_counter() - started, result
+
+
+def interleaved_medians(contenders: dict, repeats: int, warmup: bool = True) -> dict:
+    """{name: median seconds} of zero-argument callables run round-robin, so load on the machine hits all alike."""
+    if warmup:
+        for function in contenders.values():
+            function()
+    runs = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, function in contenders.items():
+            runs[name].append(timed(function)[0])
+    return {name: {"median_s": median(seconds), "runs_s": [round(s, 4) for s in seconds]}
+            for name, seconds in runs.items()}
+
+
+def own_peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB since it started or since reset_peak_rss (Linux VmHWM; ru_maxrss
+    elsewhere, which also counts what the parent held when this process was started)."""
+    import resource
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def reset_peak_rss() -> None:
+    """Start this process's peak-memory count afresh from its current size (Linux; a no-op elsewhere)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def children_peak_rss_mb() -> float:
+    """Largest peak resident memory in MiB of this process's finished children (pages shared with the parent
+    after a fork count in full)."""
+    import resource
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+
+
+def run_measured(command, cwd=REPO, env=None, capture: bool = True) -> dict:
+    """Run a command; its wall seconds, exit code, stdout, stderr (capture=False: shown, not kept) and peak memory
+    (the largest of it and its children; it counts what this process held when it started, so keep this one small)."""
+    with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out_file if capture else None,
+                                   stderr=err_file if capture else None)
+        _, status, usage = os.wait4(process.pid, 0)  # wait4, unlike communicate(), reports this child's rusage
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out_file.seek(0)
+        err_file.seek(0)
+        return {"seconds": wall, "returncode": process.returncode, "peak_rss_mb": usage.ru_maxrss / 1024.0,
+                "stdout": out_file.read().decode(errors="replace"), "stderr": err_file.read().decode(errors="replace")}
+
+
+def machine_info() -> dict:
+    """What the numbers were measured on."""
+    import av
+    import torch
+    import transformers
+    model_name = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model_name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model_name, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "av": av.__version__, "platform": platform.platform()}
+
+
+def load_average():
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except OSError:
+        return None
+
+
+# ----------------------------------------------------------------------------- the workspace
+
+def smooth_texture(rng, width: int, height: int):
+    """A colour picture with detail at every scale (a few octaves of bicubic-upsampled noise), as a PIL image."""
+    import numpy as np
+    from PIL import Image
+    picture = np.zeros((height, width, 3), dtype=np.float32)  # (H, W, 3)
+    for cells, weight in ((3, 1.0), (12, 0.6), (48, 0.4), (192, 0.3), (width // 2, 0.25)):
+        noise = (rng.random((max(2, cells * height // width), cells, 3)) * 255).astype(np.uint8)
+        picture += weight * np.asarray(Image.fromarray(noise).resize((width, height), Image.BICUBIC), np.float32)
+    picture = (picture - picture.min()) / max(1e-6, float(picture.max() - picture.min())) * 220 + 16
+    return Image.fromarray(picture.astype(np.uint8))
+
+
+def write_bench_clip(path, width: int, height: int, seconds: float = 15.0, fps: int = 30, keyframe_interval: int = 60,
+                     crf: int = 23, seed: int = 0):
+    """Write an H.264 clip shaped like a YouTube upload: a camera panning and zooming over a detailed scene with a cut
+    half way, three moving objects, sensor noise; lossy (crf), B-frames, a keyframe every keyframe_interval frames.
+    At 320x240 it comes out near MSR-VTT's ~250 kb/s, at 1280x720 near 1.4 Mb/s. Written atomically."""
+    import av
+    import numpy as np
+    from PIL import Image
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    num_frames = max(1, int(round(seconds * fps)))
+    scenes = [smooth_texture(rng, 2 * width, 2 * height) for _ in range(2)]
+    rows, columns = np.mgrid[0:height, 0:width]  # (H, W) each
+    objects = [(rng.uniform(0.05, 0.15) * height, rng.random(2), rng.uniform(-0.3, 0.3, 2), rng.integers(0, 256, 3))
+               for _ in range(3)]  # radius, start (x, y) as fractions, velocity per second, colour
+    sensor_noise = [rng.normal(0, 2.0, (height, width, 3)).astype(np.int16) for _ in range(5)]
+    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with av.open(str(temporary), "w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=fps, options={
+                "crf": str(crf), "preset": "fast", "g": str(keyframe_interval),
+                "keyint_min": str(max(1, keyframe_interval // 2)), "bf": "3"})
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            for frame_number in range(num_frames):
+                moment = frame_number / fps
+                scene = scenes[0] if frame_number < 0.55 * num_frames else scenes[1]
+                zoom = 1.0 + 0.3 * (0.5 + 0.5 * np.sin(0.3 * moment))
+                view_width, view_height = width * zoom, height * zoom
+                left = (0.5 + 0.45 * np.sin(0.21 * moment + 1)) * (2 * width - view_width)
+                top = (0.5 + 0.45 * np.sin(0.13 * moment)) * (2 * height - view_height)
+                picture = np.asarray(scene.resize((width, height), Image.BILINEAR,
+                                                  box=(left, top, left + view_width, top + view_height)), np.int16)
+                for radius, start, velocity, colour in objects:
+                    centre_x = (start[0] + velocity[0] * moment) % 1.0 * width
+                    centre_y = (start[1] + velocity[1] * moment) % 1.0 * height
+                    picture[(columns - centre_x) ** 2 + ((rows - centre_y) * 1.5) ** 2 < radius ** 2] = colour
+                picture += sensor_noise[frame_number % len(sensor_noise)]
+                frame = av.VideoFrame.from_ndarray(np.clip(picture, 0, 255).astype(np.uint8), format="rgb24")
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def full_size_xclip_config(num_frames: int = 16):
+    """XCLIPConfig of microsoft/xclip-base-patch32-16-frames: transformers' defaults are xclip-base-patch32
+    (ViT-B/32 at 224 px: 12 layers of width 768, 12 heads; a 1-layer 512-wide multi-frame transformer;
+    2 prompt layers; projection 512; a 12-layer text tower), with 16 frames instead of 8."""
+    from transformers import XCLIPConfig
+    vision = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+              "image_size": 224, "patch_size": 32, "num_frames": int(num_frames), "mit_hidden_size": 512,
+              "mit_intermediate_size": 2048, "mit_num_hidden_layers": 1, "mit_num_attention_heads": 8}
+    text = {"vocab_size": 49408, "hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12,
+            "num_attention_heads": 8, "max_position_embeddings": 77}
+    return XCLIPConfig(text_config=text, vision_config=vision, projection_dim=512, prompt_layers=2,
+                       prompt_num_attention_heads=8)
+
+
+def save_random_xclip(out_dir, config, seed: int = 0):
+    """A randomly initialised XCLIPModel of `config`, written with save_pretrained (into place atomically)."""
+    import shutil
+    import torch
+    from transformers import XCLIPModel
+    out_dir = Path(out_dir)
+    scratch = out_dir.parent / f".{out_dir.name}.partial{os.getpid()}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = XCLIPModel(config).eval()
+        model.save_pretrained(scratch)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        os.replace(scratch, out_dir)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return out_dir
+
+
+# Words of the synthetic caption corpus: MSR-VTT-like sentences over a large invented vocabulary, so that
+# sentencepiece can learn 10,000 pieces and the decoder learns where captions end.
+SYLLABLES = ("ba", "ko", "ri", "tu", "me", "sa", "lo", "ni", "de", "pu", "ga", "fi", "zo", "ve", "ha", "ju", "wi",
+             "xo", "ce", "mu", "pra", "sti", "blo", "gre", "tha", "shi", "kru", "dle")
+TEMPLATES = ("a {noun} is {verb} a {adjective} {noun} in the {noun}",
+             "a {adjective} {noun} is {verb} with a {noun} on the {noun}",
+             "two {noun} are {verb} the {adjective} {noun} together",
+             "there is a {adjective} {noun} {verb} a {noun} with a {noun} in the {noun}",
+             "a {noun} is {verb} about the {adjective} {noun} and the {noun}",
+             "someone is {verb} a {noun} in a {adjective} {noun}")
+
+
+def synthetic_captions(count: int, seed: int = 0) -> list:
+    """count MSR-VTT-like captions (7 to 13 words, ~10.5 pieces of a 10,000-piece tokenizer, as MSR-VTT's ~9 words)
+    over Zipf-distributed invented words."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+
+    def words(number):
+        lengths = rng.integers(1, 4, number)
+        return sorted({"".join(rng.choice(SYLLABLES, length)) for length in lengths})
+
+    vocabulary = {"noun": words(16000), "verb": [word + "ing" for word in words(4000)], "adjective": words(4000)}
+    draws = {}  # per kind, enough Zipf-distributed word numbers for every caption, drawn at once
+    for kind, options in vocabulary.items():
+        weights = 1.0 / np.arange(1, len(options) + 1) ** 0.6
+        draws[kind] = iter(rng.choice(len(options), 5 * count, p=weights / weights.sum()).tolist())
+    captions = []
+    for template in rng.choice(TEMPLATES, count):
+        parts = template.split("{")
+        text = parts[0]
+        for part in parts[1:]:
+            kind, rest = part.split("}", 1)
+            text += vocabulary[kind][next(draws[kind])] + rest
+        captions.append(text)
+    return captions
+
+
+def make_bench_checkpoint(path, xclip_path, tokenizer_path, train_batches: int = 40, batch_size: int = 128,
+                          seed: int = 0):
+    """A captioner checkpoint for the full pipeline: the default decoder (embed 256, LSTM 2x512) over the tokenizer's
+    vocabulary, trained for a few batches on synthetic captions (so that beams end as a trained model's do), on
+    random latents, with the encoder's name, fingerprint and preprocessing as train.py records them."""
+    import numpy as np
+    import sentencepiece as spm
+    import torch
+    from checkpoint import save_checkpoint
+    from encode import open_cache
+    from model import CaptionDecoder, DecoderConfig, XClipEncoder
+    from train import caption_table, lr_lambda, run_epoch
+
+    tokenizer_proto = Path(tokenizer_path).read_bytes()
+    tokenizer = spm.SentencePieceProcessor(model_proto=tokenizer_proto)
+    encoder = XClipEncoder(str(xclip_path))
+    with tempfile.TemporaryDirectory(dir=Path(path).parent) as scratch:
+        cache, _ = open_cache(encoder, scratch)  # the encoder record train.py stores (name, fingerprint, ...)
+        encoder_info = dict(cache.meta)
+    del encoder
+    torch.manual_seed(seed)
+    config = DecoderConfig(vocab_size=tokenizer.get_piece_size(), latent_dim=LATENT_DIM, pad_id=tokenizer.pad_id(),
+                           bos_id=tokenizer.bos_id(), eos_id=tokenizer.eos_id())
+    decoder = CaptionDecoder(config)
+    captions = synthetic_captions(max(1, train_batches) * batch_size, seed=seed + 1)
+    video_ids = [f"video{index}" for index in range(len(captions) // 20 + 1)]
+    captions_by_video = {video_id: captions[index * 20:(index + 1) * 20] for index, video_id in enumerate(video_ids)}
+    video_index, rows = caption_table(video_ids, captions_by_video, tokenizer, 30)
+    latents = torch.randn(len(video_ids), LATENT_DIM)  # (N, D)
+    decoder.set_latent_stats(latents.mean(0), latents.std(0))
+    if train_batches > 0:  # 0: an untrained decoder (its beams run to max_len)
+        optimizer = torch.optim.AdamW(decoder.parameters(), lr=3e-3)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(5, train_batches))
+        run_epoch(decoder, latents, video_index, rows, batch_size, torch.device("cpu"), optimizer, scheduler, 1.0,
+                  torch.Generator().manual_seed(seed), desc="bench checkpoint")
+    save_checkpoint(path, {"decoder_config": decoder.config.to_dict(), "decoder": decoder.state_dict(),
+                           "tokenizer": tokenizer_proto, "encoder": encoder_info, "args": {"bench": True},
+                           "metrics": {}, "epoch": 0})
+    return Path(path)
+
+
+def prepare_workspace(work_dir, encoder: str = "full", clip_seconds: float = 15.0, msrvtt_clips: int = 4,
+                      hd_clip: bool = True, vocab_size: int = 10000, checkpoint_batches: int = 40,
+                      log=print) -> dict:
+    """Make what the stages read, once: clips, X-CLIP, tokenizer, checkpoint. Returns their paths.
+    encoder "tiny" is synthetic.make_tiny_xclip (for testing this script; its timings mean nothing)."""
+    from create_tokenizer import train_tokenizer
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    seconds_tag = f"{clip_seconds:g}s"
+    clips = {"320x240": [], "1280x720": []}
+    for seed in range(msrvtt_clips):
+        path = work_dir / "clips" / f"msrvtt_320x240_{seconds_tag}_{seed}.mp4"
+        if not path.is_file():
+            log(f"writing {path}")
+            write_bench_clip(path, *MSRVTT_SIZE, seconds=clip_seconds, seed=seed)
+        clips["320x240"].append(str(path))
+    if hd_clip:
+        path = work_dir / "clips" / f"youtube_1280x720_{seconds_tag}_0.mp4"
+        if not path.is_file():
+            log(f"writing {path} (about a minute, once)")
+            write_bench_clip(path, *HD_SIZE, seconds=clip_seconds, seed=100)
+        clips["1280x720"].append(str(path))
+    xclip_path = work_dir / ("xclip-base-patch32-16-frames-random" if encoder == "full" else "xclip-tiny-random")
+    checkpoint_path = work_dir / f"captioner-{xclip_path.name}-{vocab_size}-r{RECIPE}.pt"
+    if not (xclip_path / "config.json").is_file():
+        log(f"writing {xclip_path}")
+        if encoder == "full":
+            save_random_xclip(xclip_path, full_size_xclip_config())
+        else:
+            from synthetic import make_tiny_xclip
+            make_tiny_xclip(xclip_path)
+        checkpoint_path.unlink(missing_ok=True)  # it names the old encoder's fingerprint
+    tokenizer_prefix = work_dir / f"tokenizer-{vocab_size}-r{RECIPE}"
+    tokenizer_path = Path(f"{tokenizer_prefix}.model")
+    if not tokenizer_path.is_file():
+        log(f"training {tokenizer_path}")
+        train_tokenizer(synthetic_captions(60_000), tokenizer_prefix, vocab_size)
+        checkpoint_path.unlink(missing_ok=True)
+    if not checkpoint_path.is_file():
+        log(f"writing {checkpoint_path}")
+        make_bench_checkpoint(checkpoint_path, xclip_path, tokenizer_path, train_batches=checkpoint_batches)
+    return {"clips": clips, "xclip": str(xclip_path), "tokenizer": str(tokenizer_path),
+            "checkpoint": str(checkpoint_path)}
+
+
+# ----------------------------------------------------------------------------- 1. frame sampling
+
+def decode_floor(path, last_index: int, thread_type: str = "SLICE", frames_by_pts: dict | None = None) -> int:
+    """Decode (never convert) the video's frames 0..last_index: the least a sampler that decodes every frame in
+    order must do (issue 5's floor). frames_by_pts {pts: (presentation index, sampled?)}: the decoder also skips
+    the unsampled frames nothing refers to, as read_video does: the least read_video's own way of decoding can do.
+    Returns the number of frames that came out of the decoder."""
+    import av
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = thread_type
+        decoded = presented = 0
+        for packet in container.demux(stream):
+            if frames_by_pts is not None and packet.pts in frames_by_pts:
+                stream.codec_context.skip_frame = "DEFAULT" if frames_by_pts[packet.pts][1] else "NONREF"
+            for frame in packet.decode():
+                decoded += 1
+                presented = decoded if frames_by_pts is None else max(presented, frames_by_pts[frame.pts][0] + 1)
+            if presented > last_index:
+                break
+    return decoded
+
+
+def frames_by_pts(path, frame_indices) -> dict:
+    """{pts: (presentation index, sampled?)} for every frame of the video's first video stream (a demux pass)."""
+    import av
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frame_pts = sorted(packet.pts for packet in container.demux(stream) if packet.size and packet.pts is not None)
+    sampled = set(frame_indices)
+    return {pts: (index, index in sampled) for index, pts in enumerate(frame_pts)}
+
+
+def original_processor(image_size: int = 224):
+    """transformers' VideoMAE image processor as X-CLIP's checkpoint configures it (the original repo's way)."""
+    from dataset import XCLIP_MEAN, XCLIP_STD
+    try:
+        from transformers import VideoMAEImageProcessorPil as Processor  # transformers 5 without torchvision
+    except ImportError:
+        from transformers import VideoMAEImageProcessor as Processor
+    return Processor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
+                     image_mean=list(XCLIP_MEAN), image_std=list(XCLIP_STD))
+
+
+def original_sampling(path, processor, num_frames: int = 16):
+    """The original repo's sampler: decode every frame to an RGB array, keep num_frames evenly spaced ones, run
+    transformers' processor. Returns (num_frames, 3, S, S) float32."""
+    import av
+    import numpy as np
+    with av.open(str(path)) as container:
+        rgb_frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]  # (H, W, 3) each
+    keep = np.linspace(0, len(rgb_frames) - 1, num_frames).round().astype(int)
+    return processor([rgb_frames[index] for index in keep], return_tensors="np")["pixel_values"][0]
+
+
+def peak_memory_of_sampling(path, way: str) -> float:
+    """Peak resident memory (MiB) of a fresh Python process that samples the clip once, `way` "read_video" or
+    "original" (imports included: numpy, PyAV, and transformers' processor for the original way)."""
+    code = ("import sys; sys.path.insert(0, {repo!r}); import bench, dataset; " +
+            ("dataset.read_video({path!r}); " if way == "read_video" else
+             "bench.original_sampling({path!r}, bench.original_processor()); ") +
+            "print(bench.own_peak_rss_mb())")  # from inside: ru_maxrss would count this process's size at the fork
+    run = run_measured([sys.executable, "-c", code.format(repo=str(REPO), path=str(path))])
+    if run["returncode"] != 0:
+        raise RuntimeError(f"sampling {path} the {way} way failed: {run['stderr'].strip()[-400:]}")
+    return float(run["stdout"].split()[-1])
+
+
+def bench_sampling(clips: dict, repeats: int = 5, num_frames: int = 16) -> dict:
+    """Per clip {label: (path, repeats)}: read_video's seconds beside the decode floor (the faster of slice and
+    frame threading), the floor of read_video's own skipping decode, and the original way, interleaved; ratios,
+    speed-up over the original way, and the peak memory of one sampling each way."""
+    from dataset import read_video, set_decoder_threads
+    processor = original_processor()
+    results = {}
+    for label, (path, clip_repeats) in clips.items():
+        _, info = read_video(path, num_frames=num_frames)
+        last_index = max(info["frame_indices"])
+        frame_table = frames_by_pts(path, info["frame_indices"])
+        class Stream:  # what set_decoder_threads picks for read_video on this machine
+            thread_type = None
+        set_decoder_threads(Stream)
+        medians = interleaved_medians({
+            "read_video": lambda: read_video(path, num_frames=num_frames),
+            "floor_slice": lambda: decode_floor(path, last_index, "SLICE"),
+            "floor_frame": lambda: decode_floor(path, last_index, "AUTO"),
+            "floor_skipping": lambda: decode_floor(path, last_index, Stream.thread_type, frame_table),
+            "original": lambda: original_sampling(path, processor, num_frames),
+        }, clip_repeats)
+        floor_name = min(("floor_slice", "floor_frame"), key=lambda name: medians[name]["median_s"])
+        floor = medians[floor_name]["median_s"]
+        ours = medians["read_video"]["median_s"]
+        results[label] = {"path": str(path), "frames_in_stream": info["frames_in_stream"],
+                          "last_sampled_index": last_index, "repeats": clip_repeats,
+                          "read_video_s": ours, "floor_s": floor, "floor_threading": floor_name.split("_")[1],
+                          "skipping_floor_s": medians["floor_skipping"]["median_s"],
+                          "frames_decoded_skipping": decode_floor(path, last_index, Stream.thread_type, frame_table),
+                          "original_s": medians["original"]["median_s"], "ratio_to_floor": ours / floor,
+                          "ratio_to_skipping_floor": ours / medians["floor_skipping"]["median_s"],
+                          "speedup_vs_original": medians["original"]["median_s"] / ours,
+                          "read_video_peak_rss_mb": peak_memory_of_sampling(path, "read_video"),
+                          "original_peak_rss_mb": peak_memory_of_sampling(path, "original"), "runs": medians}
+    return results
+
+
+# ----------------------------------------------------------------------------- 2. encoding into the cache
+
+def bench_encoding(xclip_path, clip_paths: list, num_videos: int = 24, batch_size: int = 8, num_workers: int = 2,
+                   repeats: int = 2, ready_repeats: int = 2, work_dir=None) -> dict:
+    """Videos/s of encode.encode_videos over a folder (a fresh cache each run) beside the encoder alone on ready
+    (B, 16, 3, 224, 224) tensors, interleaved, in fp32; then the same in bf16 with its speed-up and the cosine of its
+    latents to fp32's. Peak memory of each phase: the main process, and the largest DataLoader worker."""
+    import shutil
+    import numpy as np
+    import torch
+    from dataset import load_preprocess, read_video
+    from encode import encode_videos, load_encoder, open_cache
+
+    items = [(f"video{index}", Path(clip_paths[index % len(clip_paths)])) for index in range(num_videos)]
+    scratch = Path(tempfile.mkdtemp(prefix="bench_cache_", dir=work_dir))
+
+    def pipeline(model, dtype_name):
+        cache_dir = Path(tempfile.mkdtemp(dir=scratch))
+        cache, preprocess_used = open_cache(model, cache_dir, dtype_name)
+        summary = encode_videos(items, model, cache, preprocess_used, batch_size=batch_size,
+                                num_workers=num_workers, progress=False)
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        if summary["encoded"] != num_videos:
+            raise RuntimeError(f"encode_videos encoded {summary['encoded']} of {num_videos}: {summary['failed'][:1]}")
+
+    result = {"num_videos": num_videos, "batch_size": batch_size, "num_workers": num_workers}
+    try:
+        reset_peak_rss()
+        result["encoder_load_s"], (encoder, _) = timed(load_encoder, str(xclip_path), "fp32")
+        preprocess = load_preprocess(encoder.name_or_path, encoder.image_size)
+        frames, _ = read_video(clip_paths[0], num_frames=encoder.num_frames, preprocess=preprocess)
+        ready = torch.from_numpy(np.stack([frames] * batch_size))  # (B, T, 3, S, S)
+        latents_fp32 = encoder.encode(ready)  # also the warm-up (allocator, oneDNN kernels)
+        runs = {"ready_fp32": [], "pipeline_fp32": []}
+        for repeat in range(max(repeats, ready_repeats)):
+            if repeat < ready_repeats:
+                runs["ready_fp32"].append(timed(encoder.encode, ready)[0])
+            if repeat < repeats:
+                runs["pipeline_fp32"].append(timed(pipeline, encoder, "fp32")[0])
+        result["fp32_peak_rss_mb"] = own_peak_rss_mb()
+        result["fp32_worker_peak_rss_mb"] = children_peak_rss_mb()
+        result["decode_one_video_s"] = median([timed(read_video, path, encoder.num_frames, preprocess)[0]
+                                               for path in clip_paths[:3]])
+        del encoder
+        reset_peak_rss()
+        encoder_bf16, reference = load_encoder(str(xclip_path), "bf16")  # as encode.py --encode_dtype bf16 does
+        latents_bf16 = encoder_bf16.encode(ready)  # warm-up
+        runs["ready_bf16"] = [timed(encoder_bf16.encode, ready)[0] for _ in range(ready_repeats)]
+        runs["pipeline_bf16"] = [timed(pipeline, encoder_bf16, "bf16")[0]]
+        result["bf16_peak_rss_mb"] = own_peak_rss_mb()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    cosine = torch.nn.functional.cosine_similarity(latents_bf16, latents_fp32, dim=-1)
+    ready_fp32 = batch_size / median(runs["ready_fp32"])
+    pipeline_fp32 = num_videos / median(runs["pipeline_fp32"])
+    ready_bf16 = batch_size / median(runs["ready_bf16"])
+    result.update({
+        "ready_fp32_videos_per_s": ready_fp32, "pipeline_fp32_videos_per_s": pipeline_fp32,
+        "pipeline_to_ready": pipeline_fp32 / ready_fp32, "encode_one_video_s": 1.0 / ready_fp32,
+        "ready_bf16_videos_per_s": ready_bf16, "bf16_speedup": ready_bf16 / ready_fp32,
+        "pipeline_bf16_videos_per_s": num_videos / median(runs["pipeline_bf16"]),
+        "bf16_cosine_mean": float(cosine.mean()), "bf16_cosine_min": float(cosine.min()),
+        "runs_s": {name: [round(seconds, 3) for seconds in values] for name, values in runs.items()}})
+    return result
+
+
+# ----------------------------------------------------------------------------- 3. training from the cache
+
+def synthetic_caption_rows(num_captions: int, vocab_size: int, max_len: int = 30, seed: int = 0):
+    """(N, max_len + 1) int64 rows as train.encode_captions makes them (BOS, tokens, EOS, padding), with MSR-VTT's
+    length distribution (about 9 words: 11 +- 4 pieces, a tail to the cap)."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    lengths = np.clip(np.round(rng.gamma(7.0, 11.0 / 7.0, num_captions)), 3, max_len - 1).astype(int)
+    rows = np.zeros((num_captions, max_len + 1), dtype=np.int64)  # pad 0
+    for row, length in zip(rows, lengths):
+        row[0] = 2  # BOS
+        row[1:length + 1] = rng.integers(4, vocab_size, length)
+        row[length + 1] = 3  # EOS
+    return rows
+
+
+def bench_training(num_batches: int = 60, repeats: int = 2, vocab_size: int = 10000, batch_size: int = 128,
+                   num_videos: int = 6513, epoch_captions: int = MSRVTT_EPOCH_CAPTIONS, seed: int = 0) -> dict:
+    """Captions/s of train.run_epoch (default decoder, AdamW, clipping, schedule) over cached latents, timed over
+    num_batches batches, extrapolated to an epoch of epoch_captions."""
+    import numpy as np
+    import torch
+    from model import CaptionDecoder, DecoderConfig
+    from train import lr_lambda, run_epoch
+
+    torch.manual_seed(seed)
+    decoder = CaptionDecoder(DecoderConfig(vocab_size=vocab_size, latent_dim=LATENT_DIM))
+    optimizer = torch.optim.AdamW(decoder.parameters(), lr=1e-3, weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(500, 20 * epoch_captions // batch_size))
+    latents = torch.randn(num_videos, LATENT_DIM)  # (V, D): the cache, in memory as train.py holds it
+    rows = synthetic_caption_rows(num_batches * batch_size, vocab_size, seed=seed)
+    video_index = np.random.default_rng(seed).integers(0, num_videos, len(rows))
+    device = torch.device("cpu")
+
+    def epoch_slice(count):
+        run_epoch(decoder, latents, video_index[:count], rows[:count], batch_size, device, optimizer, scheduler,
+                  1.0, torch.Generator().manual_seed(seed), desc="bench training")
+
+    epoch_slice(2 * batch_size)  # warm-up
+    seconds = [timed(epoch_slice, len(rows))[0] for _ in range(repeats)]
+    captions_per_s = len(rows) / median(seconds)
+    return {"batches": num_batches, "batch_size": batch_size, "vocab_size": vocab_size,
+            "decoder_parameters": sum(p.numel() for p in decoder.parameters()),
+            "captions_per_s": captions_per_s, "epoch_captions": epoch_captions,
+            "epoch_s": epoch_captions / captions_per_s, "runs_s": [round(s, 3) for s in seconds]}
+
+
+# ----------------------------------------------------------------------------- 4. one video from the command line
+
+def bench_inference(checkpoint_path, video_path, repeats: int = 3, beam_size: int = 5) -> dict:
+    """`python inference.py --video_path CLIP --json` run repeats times: wall seconds split into start-up (all but
+    the reported decode, encode and generate), and its peak memory; `--help` seconds; the import floor."""
+    python = sys.executable
+    help_runs = [run_measured([python, "inference.py", "--help"]) for _ in range(max(3, repeats))]
+    if help_runs[0]["returncode"] != 0:
+        raise RuntimeError(f"inference.py --help failed: {help_runs[0]['stderr'][-400:]}")
+    import_runs = [run_measured([python, "-c", "import torch, sentencepiece; from transformers import XCLIPModel"])
+                   for _ in range(repeats)]
+    command = [python, "inference.py", "--video_path", str(video_path), "--model_path", str(checkpoint_path),
+               "--json", "--beam_size", str(beam_size), "--device", "cpu"]
+    runs = []
+    for _ in range(repeats):
+        run = run_measured(command)
+        if run["returncode"] != 0:
+            raise RuntimeError(f"inference.py failed ({run['returncode']}): {run['stderr'].strip()[-600:]}")
+        record = json.loads(run["stdout"].strip().splitlines()[-1])
+        stages = record["seconds"]
+        runs.append({"total_s": run["seconds"], "startup_s": run["seconds"] - sum(stages.values()), **{
+            f"{name}_s": value for name, value in stages.items()}, "peak_rss_mb": run["peak_rss_mb"],
+            "caption_words": len(record["captions"][0]["caption"].split())})
+    summary = {key: median([run[key] for run in runs]) for key in runs[0]}
+    summary["generate_share"] = median([run["generate_s"] / run["total_s"] for run in runs])
+    summary["help_s"] = median([run["seconds"] for run in help_runs])
+    summary["import_floor_s"] = median([run["seconds"] for run in import_runs])
+    summary["runs"] = runs
+    return summary
+
+
+# ----------------------------------------------------------------------------- 5. evaluation
+
+def bench_evaluation(checkpoint_path, num_latents: int = 1000, single_videos: int = 40, beam_size: int = 5,
+                     max_len: int = 30, batch_size: int = 256, repeats: int = 1, seed: int = 0) -> dict:
+    """Captions/s of evaluate.caption_latents (beam search) over num_latents cached latents in batches, beside
+    one video at a time over single_videos of them."""
+    import torch
+    from checkpoint import decoder_from_checkpoint, load_checkpoint, tokenizer_from_checkpoint
+    from evaluate import caption_latents
+
+    checkpoint = load_checkpoint(checkpoint_path)
+    decoder = decoder_from_checkpoint(checkpoint)
+    tokenizer = tokenizer_from_checkpoint(checkpoint)
+    latents = torch.randn(num_latents, decoder.config.latent_dim, generator=torch.Generator().manual_seed(seed))
+    latents = latents * decoder.latent_std + decoder.latent_mean  # (N, D) like the cache the stats came from
+    caption_latents(decoder, tokenizer, latents[:2], beam_size, max_len, batch_size)  # warm-up
+    batched_runs, single_runs, captions = [], [], []
+    for _ in range(repeats):
+        seconds, captions = timed(caption_latents, decoder, tokenizer, latents, beam_size, max_len, batch_size)
+        batched_runs.append(seconds)
+        single_runs.append(timed(caption_latents, decoder, tokenizer, latents[:single_videos], beam_size, max_len,
+                                 1)[0])
+    batched = num_latents / median(batched_runs)
+    single = single_videos / median(single_runs)
+    return {"num_latents": num_latents, "single_videos": single_videos, "beam_size": beam_size,
+            "batch_size": batch_size, "batched_captions_per_s": batched, "single_captions_per_s": single,
+            "batched_to_single": batched / single,
+            "mean_caption_words": sum(len(caption.split()) for caption in captions) / max(1, len(captions)),
+            "mean_caption_tokens": sum(len(tokenizer.encode(caption)) for caption in captions) / max(1, len(captions)),
+            "runs_s": {"batched": [round(s, 3) for s in batched_runs], "single": [round(s, 3) for s in single_runs]}}
+
+
+# ----------------------------------------------------------------------------- stages, table, targets
+
+def run_stage(stage: str, workspace: dict, plan: dict, work_dir) -> dict:
+    """One stage in this process, with the workspace and sizes given."""
+    clips = workspace["clips"]
+    if stage == "sampling":
+        chosen = {"320x240": (clips["320x240"][0], plan["repeats"])}
+        if clips.get("1280x720"):
+            chosen["1280x720"] = (clips["1280x720"][0], plan["hd_repeats"])
+        return bench_sampling(chosen)
+    if stage == "encoding":
+        return bench_encoding(workspace["xclip"], clips["320x240"], num_videos=plan["encode_videos"],
+                              repeats=plan["encode_repeats"], ready_repeats=plan["ready_repeats"], work_dir=work_dir)
+    if stage == "training":
+        return bench_training(plan["train_batches"], plan["train_repeats"])
+    if stage == "inference":
+        return bench_inference(workspace["checkpoint"], clips["320x240"][0], plan["inference_repeats"])
+    if stage == "evaluation":
+        return bench_evaluation(workspace["checkpoint"], plan["eval_latents"], plan["eval_single"],
+                                repeats=plan["eval_repeats"])
+    raise ValueError(f"unknown stage {stage!r}")
+
+
+class StageError(Exception):
+    """A stage process failed; the message holds the end of its stderr."""
+
+
+def run_stage_process(stage: str, args, capture: bool = True) -> dict:
+    """Run one stage in a fresh process (`bench.py --stage`): its result, wall seconds and peak memory.
+    This process imports nothing heavy, so the stage's memory is its own."""
+    with tempfile.TemporaryDirectory() as scratch:
+        stage_out = Path(scratch) / "stage.json"
+        command = [sys.executable, str(Path(__file__).resolve()), "--stage", stage, "--stage_out", str(stage_out),
+                   "--work_dir", str(args.work_dir), "--encoder", args.encoder]
+        if args.quick:
+            command.append("--quick")
+        load_before = load_average()
+        run = run_measured(command, capture=capture)
+        if run["returncode"] != 0 or not stage_out.is_file():
+            raise StageError(f"stage {stage} failed (exit {run['returncode']}):\n{run['stderr'].strip()[-3000:]}")
+        result = json.loads(stage_out.read_text())
+    result["stage_seconds"] = run["seconds"]
+    result["process_tree_peak_rss_mb"] = run["peak_rss_mb"]  # the stage process or its largest descendant
+    result["load_average"] = {"before": load_before, "after": load_average()}
+    return result
+
+
+def targets(results: dict) -> list:
+    """Each target of issue 5: what it is, the measured value, and whether it holds (None: not measured)."""
+    rows = []
+
+    def add(name, value, holds, text):
+        rows.append({"target": name, "value": value, "holds": holds, "text": text})
+
+    sampling = results.get("sampling", {})
+    for label in ("320x240", "1280x720"):
+        if label in sampling:
+            ratio = sampling[label]["ratio_to_floor"]
+            add(f"sampling {label} <= 1.3x decode floor", ratio, ratio <= 1.3, f"{ratio:.2f}x")
+    if "1280x720" in sampling:
+        speedup = sampling["1280x720"]["speedup_vs_original"]
+        add("sampling 1280x720 several times faster than the original way (>= 3x)", speedup, speedup >= 3,
+            f"{speedup:.1f}x")
+    if "encoding" in results:
+        ratio = results["encoding"]["pipeline_to_ready"]
+        add("encoding pipeline >= 0.9x the encoder alone", ratio, ratio >= 0.9, f"{ratio:.2f}x")
+    if "training" in results and "original_epoch_s" in results["training"]:
+        ratio = results["training"]["original_to_cached"]
+        add("training from the cache >= 100x the original way", ratio, ratio >= 100, f"{ratio:.0f}x")
+    if "inference" in results:
+        share = results["inference"]["generate_share"]
+        add("inference: generation <= 10% of the total", share, share <= 0.10, f"{100 * share:.1f}%")
+        help_seconds = results["inference"]["help_s"]
+        add("inference.py --help < 1 s", help_seconds, help_seconds < 1.0, f"{help_seconds:.2f} s")
+    if "evaluation" in results:
+        ratio = results["evaluation"]["batched_to_single"]
+        add("evaluation: batched beam search >= 5x one video at a time", ratio, ratio >= 5, f"{ratio:.1f}x")
+    return rows
+
+
+def add_original_training(results: dict) -> None:
+    """The original repo's epoch: decode (its way) and encode a video for every caption, plus the same decoder work,
+    from the per-video costs measured by the sampling and encoding stages."""
+    sampling, encoding, training = results.get("sampling"), results.get("encoding"), results.get("training")
+    if not (sampling and encoding and training and "320x240" in sampling):
+        return
+    per_caption = sampling["320x240"]["original_s"] + encoding["encode_one_video_s"]
+    training["original_per_caption_s"] = per_caption
+    training["original_epoch_s"] = training["epoch_s"] + training["epoch_captions"] * per_caption
+    training["original_to_cached"] = training["original_epoch_s"] / training["epoch_s"]
+
+
+def format_duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.3g} s"
+
+
+def table_rows(results: dict) -> list:
+    """(stage, measure, value, reference) rows of the printed table."""
+    rows = []
+    sampling = results.get("sampling", {})
+    for label in ("320x240", "1280x720"):
+        if label in sampling:
+            entry = sampling[label]
+            rows.append(("1 sampling", f"{label} read_video -> (16, 3, 224, 224)", f"{entry['read_video_s'] * 1000:.0f} ms",
+                         f"floor {entry['floor_s'] * 1000:.0f} ms (decode to frame {entry['last_sampled_index']}, "
+                         f"{entry['floor_threading']} threads): {entry['ratio_to_floor']:.2f}x"))
+            rows.append(("1 sampling", f"{label} decode skipping unsampled non-reference frames",
+                         f"{entry['skipping_floor_s'] * 1000:.0f} ms",
+                         f"{entry['frames_decoded_skipping']} of {entry['last_sampled_index'] + 1} frames; read_video "
+                         f"{entry['ratio_to_skipping_floor']:.2f}x this"))
+            rows.append(("1 sampling", f"{label} original way (all frames to RGB + processor)",
+                         f"{entry['original_s'] * 1000:.0f} ms", f"read_video {entry['speedup_vs_original']:.1f}x faster"))
+    if "encoding" in results:
+        entry = results["encoding"]
+        rows.append(("2 encoding", f"encode_videos, {entry['num_videos']} videos, batch {entry['batch_size']}, "
+                     f"{entry['num_workers']} workers", f"{entry['pipeline_fp32_videos_per_s']:.2f} videos/s",
+                     f"encoder alone {entry['ready_fp32_videos_per_s']:.2f} videos/s: "
+                     f"{entry['pipeline_to_ready']:.2f}x"))
+        rows.append(("2 encoding", "bf16 encoder alone (ready tensors)", f"{entry['ready_bf16_videos_per_s']:.2f} videos/s",
+                     f"{entry['bf16_speedup']:.2f}x fp32; cosine to fp32 mean {entry['bf16_cosine_mean']:.4f}, "
+                     f"min {entry['bf16_cosine_min']:.4f}"))
+        rows.append(("2 encoding", "bf16 encode_videos", f"{entry['pipeline_bf16_videos_per_s']:.2f} videos/s",
+                     f"decode alone {1 / entry['decode_one_video_s']:.1f} videos/s per core"))
+    if "training" in results:
+        entry = results["training"]
+        rows.append(("3 training", f"run_epoch from cache, vocab {entry['vocab_size']}, batch {entry['batch_size']}",
+                     f"{entry['captions_per_s']:.0f} captions/s",
+                     f"epoch of {entry['epoch_captions']:,} captions {format_duration(entry['epoch_s'])}"))
+        if "original_epoch_s" in entry:
+            rows.append(("3 training", "original way (decode + encode per caption)",
+                         f"{1 / entry['original_per_caption_s']:.2f} captions/s",
+                         f"epoch {format_duration(entry['original_epoch_s'])}: cache {entry['original_to_cached']:.0f}x "
+                         f"faster"))
+    if "inference" in results:
+        entry = results["inference"]
+        rows.append(("4 inference", "inference.py one 320x240 clip, beam 5", f"{entry['total_s']:.2f} s",
+                     f"start-up {entry['startup_s']:.2f} (imports alone {entry['import_floor_s']:.2f}), decode "
+                     f"{entry['decode_s']:.2f}, encode {entry['encode_s']:.2f}, generate {entry['generate_s']:.2f} "
+                     f"({100 * entry['generate_share']:.1f}%)"))
+        rows.append(("4 inference", "inference.py --help", f"{entry['help_s']:.2f} s", ""))
+    if "evaluation" in results:
+        entry = results["evaluation"]
+        rows.append(("5 evaluation", f"caption_latents, {entry['num_latents']} latents, beam {entry['beam_size']}, "
+                     f"batch {entry['batch_size']}", f"{entry['batched_captions_per_s']:.1f} captions/s",
+                     f"one at a time {entry['single_captions_per_s']:.2f} captions/s: "
+                     f"{entry['batched_to_single']:.1f}x"))
+    sampling = results.get("sampling", {})
+    for label in ("320x240", "1280x720"):
+        if label in sampling:
+            rows.append(("6 memory", f"sampling one {label} clip, fresh process",
+                         f"{sampling[label]['read_video_peak_rss_mb']:.0f} MiB",
+                         f"original way {sampling[label]['original_peak_rss_mb']:.0f} MiB"))
+    if "encoding" in results:
+        entry = results["encoding"]
+        rows.append(("6 memory", "encoding fp32: main process", f"{entry['fp32_peak_rss_mb']:.0f} MiB",
+                     f"largest DataLoader worker {entry['fp32_worker_peak_rss_mb']:.0f} MiB (counts pages it shares "
+                     f"with the main process)"))
+        rows.append(("6 memory", "encoding bf16 (+ fp32 twin for the cosine)", f"{entry['bf16_peak_rss_mb']:.0f} MiB",
+                     ""))
+    for stage, what in (("training", "training stage process"), ("evaluation", "evaluation stage process")):
+        if stage in results:
+            rows.append(("6 memory", what, f"{results[stage]['self_peak_rss_mb']:.0f} MiB", ""))
+    if "inference" in results:
+        rows.append(("6 memory", "inference.py", f"{results['inference']['peak_rss_mb']:.0f} MiB", ""))
+    return rows
+
+
+def format_table(results: dict) -> str:
+    rows = [("stage", "measure", "value", "floor / reference")] + table_rows(results)
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    lines = [f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]}" for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.append("")
+    for row in targets(results):
+        lines.append(f"{'holds' if row['holds'] else 'DOES NOT HOLD':<13}  {row['target']}: {row['text']}")
+    return "\n".join(lines)
+
+
+def write_json_atomically(path, payload) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    temporary.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(temporary, path)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="bench_out/results.json", help="write all results as JSON here")
+    parser.add_argument("--work_dir", default="bench_out",
+                        help="where the clips, X-CLIP, tokenizer and checkpoint are made once and reused")
+    parser.add_argument("--quick", action="store_true", help="smoke run: fewer repeats, smaller sizes (~2 minutes)")
+    parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES, help="stages to run")
+    parser.add_argument("--encoder", default="full", choices=["full", "tiny"],
+                        help="full: X-CLIP base/32 16 frames (random weights); tiny: a 32-px toy, to test this script")
+    parser.add_argument("--stage", choices=STAGES + ("prepare",), default=None,
+                        help="internal: run this one stage in this process and write its result to --stage_out")
+    parser.add_argument("--stage_out", default=None, help="internal: where --stage writes its JSON result")
+    return parser.parse_args(argv)
+
+
+def stage_main(args) -> int:
+    """--stage: one stage in this process; its result and this process's peak memory go to --stage_out."""
+    work_dir = Path(args.work_dir)
+    if args.stage == "prepare":
+        workspace = prepare_workspace(work_dir, encoder=args.encoder, log=lambda text: print(text, flush=True))
+        write_json_atomically(work_dir / "workspace.json", workspace)
+        result = {"workspace": workspace, "machine": machine_info()}
+    else:
+        plan = PLANS["quick" if args.quick else "full"]
+        workspace = json.loads((work_dir / "workspace.json").read_text())
+        result = run_stage(args.stage, workspace, plan, work_dir)
+    result["self_peak_rss_mb"] = own_peak_rss_mb()
+    result["children_peak_rss_mb"] = children_peak_rss_mb()
+    write_json_atomically(args.stage_out, result)
+    return 0
+
+
+def main(args) -> int:
+    if args.stage:
+        return stage_main(args)
+    started = time.perf_counter()
+    work_dir = Path(args.work_dir)
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        print(f"bench.py: cannot create --work_dir {work_dir} ({error.strerror}); pass a writable folder",
+              file=sys.stderr)
+        return 2
+    plan = PLANS["quick" if args.quick else "full"]
+    print(f"bench.py: {'quick' if args.quick else 'full'} run, stages {', '.join(args.stages)}; load average "
+          f"{load_average()} on {os.cpu_count()} cores", flush=True)
+    try:
+        prepared = run_stage_process("prepare", args, capture=False)  # clips, X-CLIP, tokenizer, checkpoint: once
+        results = {"machine": prepared["machine"], "plan": plan, "workspace": prepared["workspace"],
+                   "prepare_seconds": prepared["stage_seconds"],
+                   "command": " ".join(["python", "bench.py"] + sys.argv[1:]), "load_average_start": load_average()}
+        for stage in args.stages:
+            print(f"stage {stage} ...", end=" ", flush=True)
+            results[stage] = run_stage_process(stage, args)
+            print(f"{results[stage]['stage_seconds']:.0f} s", flush=True)
+    except StageError as error:
+        print(f"\nbench.py: {error}", file=sys.stderr)
+        return 1
+    add_original_training(results)
+    results["targets"] = targets(results)
+    results["load_average_end"] = load_average()
+    results["total_seconds"] = time.perf_counter() - started
+    print()
+    print(format_table(results))
+    print(f"\n{results['total_seconds']:.0f} s in all; load average {results['load_average_start']} at the start, "
+          f"{results['load_average_end']} at the end; {results['machine']['cpu_count']} cores "
+          f"({results['machine']['cpu']})")
+    write_json_atomically(args.out, results)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))
