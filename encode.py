@@ -344,10 +344,14 @@ def format_summary(summary, cache):
 
 
 def resolve_device(name):
+    """auto -> cuda when available, else cpu. Asking for cuda without it is a one-line error, exit 2."""
     import torch
 
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(name).startswith("cuda") and not torch.cuda.is_available():
+        print(f"error: --device {name}: no CUDA device is available here; use --device cpu or auto", file=sys.stderr)
+        sys.exit(2)
     return name
 
 

@@ -32,6 +32,7 @@ class XClipEncoder(nn.Module):
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()  # the text tower's unused weights are not news
+        hf_logging.disable_progress_bar()  # keep stderr to warnings and one-line errors
         try:
             model = XCLIPModel.from_pretrained(name_or_path)
         except (OSError, ValueError) as error:

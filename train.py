@@ -196,14 +196,38 @@ def validate(decoder, tokenizer, latents, video_index, rows, references, args, d
     video_ids = list(references)
     captions = caption_latents(decoder, tokenizer, latents[: len(video_ids)], beam_size=args.beam_size,
                                max_len=args.max_len)
-    return loss, score_captions(dict(zip(video_ids, captions)), references, meteor=False), captions
+    # No JVM per epoch: the Python PTB tokenizer (equal to Java's on all but 2 of MSR-VTT's 200k captions), no METEOR.
+    metrics = score_captions(dict(zip(video_ids, captions)), references, java=False, meteor=False)
+    return loss, metrics, captions
+
+
+def keep_log_until(log_path, epoch):
+    """Drop log.jsonl lines after `epoch` (0 = start afresh), so a resumed run never repeats an epoch's line."""
+    if not log_path.exists():
+        return
+    records = [line for line in log_path.read_text().splitlines() if line.strip()]
+    kept = [line for line in records if json.loads(line).get("epoch", 0) <= epoch]
+    temp = log_path.with_name(f".{log_path.name}.tmp{os.getpid()}")
+    temp.write_text("".join(line + "\n" for line in kept))
+    os.replace(temp, log_path)
+
+
+def save_epoch(out_dir, payload, improved):
+    """log.jsonl line first, then best.pt and last.pt, each atomic: a kill anywhere loses at most this epoch."""
+    from checkpoint import save_checkpoint
+
+    with open(out_dir / "log.jsonl", "a") as log:
+        log.write(json.dumps(payload["metrics"]) + "\n")
+    if improved:
+        save_checkpoint(out_dir / "best.pt", payload)
+    save_checkpoint(out_dir / "last.pt", payload)
 
 
 def main(args):
     import torch
     import torch.distributed as dist
     import sentencepiece as spm
-    from checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from checkpoint import CheckpointError, load_checkpoint
     from dataset import DatasetError, VideoError, load_msrvtt
     from encode import CacheError, load_encoder, split_latents
     from model import DecoderConfig, EncoderLoadError
@@ -283,7 +307,9 @@ def main(args):
     train_latents_t = torch.from_numpy(train_latents).to(device)
     val_latents_t = torch.from_numpy(val_latents).to(device)
     references = {vid: msrvtt.captions[vid] for vid in caption_val_ids}
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        keep_log_until(out_dir / "log.jsonl", start_epoch)
     for epoch in range(start_epoch, args.epochs):
         if args.patience and bad_epochs >= args.patience:
             if rank == 0:
@@ -307,11 +333,12 @@ def main(args):
                        "tokenizer": tokenizer_proto, "encoder": dict(cache.meta), "args": vars(args),
                        "metrics": record, "epoch": epoch + 1, "optimizer": optimizer.state_dict(),
                        "scheduler": scheduler.state_dict(), "best_cider": best_cider, "bad_epochs": bad_epochs}
-            if improved:
-                save_checkpoint(out_dir / "best.pt", payload)
-            save_checkpoint(out_dir / "last.pt", payload)
-            with open(out_dir / "log.jsonl", "a") as log:
-                log.write(json.dumps(record) + "\n")
+            try:
+                save_epoch(out_dir, payload, improved)
+            except OSError as error:
+                print(f"error: {out_dir}: cannot save epoch {epoch + 1} ({error.strerror or error}); the previous "
+                      "checkpoint is kept; free space and rerun with --resume", file=sys.stderr)
+                return 2
             print(f"epoch {epoch + 1}/{args.epochs}: train loss {train_loss:.3f}, val loss {val_loss:.3f}, "
                   f"val CIDEr {metrics['CIDEr']:.3f}, BLEU-4 {metrics['Bleu_4']:.3f}{' (best)' if improved else ''}, "
                   f"{record['seconds']:.0f}s  e.g. \"{captions[0]}\"", flush=True)
