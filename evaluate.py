@@ -334,20 +334,26 @@ def caption_events(caption):
 def order_accuracy(captions_by_video, attributes_by_video):
     """On the synthetic "order" task: share of videos whose caption names their two events (directions of a path
     with a turn, or colours of a colour change) in the right order ("order_accuracy"), and in any order
-    ("order_content_accuracy"), so that knowing what happens and knowing when can be told apart. {} for a set
-    without the order task."""
+    ("order_content_accuracy"), so that knowing what happens and knowing when can be told apart; the same for
+    each kind of clip alone ("..._path", "..._colour_change"). {} for a set without the order task."""
     field = {"path": "directions", "colour_change": "colours"}
     video_ids = [vid for vid in captions_by_video if attributes_by_video.get(vid, {}).get("kind") in field]
     if not video_ids:
         return {}
-    in_order = any_order = 0
+    in_order, any_order = {}, {}  # video id -> 0/1
     for vid in video_ids:
         attributes = attributes_by_video[vid]
         truth = tuple(attributes[field[attributes["kind"]]])
         named = caption_events(captions_by_video[vid])[field[attributes["kind"]]]
-        in_order += int(named == truth)
-        any_order += int(named is not None and sorted(named) == sorted(truth))
-    return {"order_accuracy": in_order / len(video_ids), "order_content_accuracy": any_order / len(video_ids)}
+        in_order[vid] = int(named == truth)
+        any_order[vid] = int(named is not None and sorted(named) == sorted(truth))
+    result = {}
+    for suffix, kinds in (("", tuple(field)), ("_path", ("path",)), ("_colour_change", ("colour_change",))):
+        chosen = [vid for vid in video_ids if attributes_by_video[vid]["kind"] in kinds]
+        if chosen:
+            result[f"order_accuracy{suffix}"] = sum(in_order[vid] for vid in chosen) / len(chosen)
+            result[f"order_content_accuracy{suffix}"] = sum(any_order[vid] for vid in chosen) / len(chosen)
+    return result
 
 
 def control_latents(latents, control, seed=0):

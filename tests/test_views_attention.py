@@ -167,7 +167,10 @@ def test_order_scorer_reads_which_event_came_first():
                   "c": {"kind": "path", "directions": ["down", "right"]},
                   "d": {"colour": "red"}}  # the simple task does not count
     captions = {"a": "a square moves left then up", "b": "a blue square turns red", "c": "a ball moves down", "d": ""}
-    assert evaluate.order_accuracy(captions, attributes) == {"order_accuracy": 1 / 3, "order_content_accuracy": 2 / 3}
+    assert evaluate.order_accuracy(captions, attributes) == {
+        "order_accuracy": 1 / 3, "order_content_accuracy": 2 / 3, "order_accuracy_path": 1 / 2,
+        "order_content_accuracy_path": 1 / 2, "order_accuracy_colour_change": 0.0,
+        "order_content_accuracy_colour_change": 1.0}
     assert evaluate.order_accuracy({"d": "x"}, attributes) == {}
 
 
