@@ -82,8 +82,15 @@ def caption_video(path, encoder, decoder, tokenizer, preprocess, beam_size=5, nu
     latents = decoder_inputs(encoder, decoder, torch.from_numpy(frames)).mean(dim=0, keepdim=True)  # (1, ...)
     encoded = time.perf_counter()
     latents = latents.to(decoder.latent_mean.device)
-    beams = beam_search(decoder, latents, beam_size=max(beam_size, num_captions), max_len=max_len,
-                        n_best=num_captions)[0]
+    threads = torch.get_num_threads()
+    # One video's beams are too small to split across threads: on a shared 2-core machine, beam search took
+    # 0.1 s on one thread and 0.3-1.8 s on two, waiting for the other thread at every step (bench.py).
+    torch.set_num_threads(1)
+    try:
+        beams = beam_search(decoder, latents, beam_size=max(beam_size, num_captions), max_len=max_len,
+                            n_best=num_captions)[0]
+    finally:
+        torch.set_num_threads(threads)
     generated = time.perf_counter()
     return {"path": str(path),
             "captions": [{"caption": tokenizer.decode(ids), "score": round(score, 4)} for ids, score in beams],
