@@ -30,8 +30,8 @@ RECIPE = 2  # in the names of the made tokenizer and checkpoint: bump it when th
 # Sizes of a full run and of a --quick one.
 PLANS = {
     "full": {"repeats": 5, "hd_repeats": 3, "encode_videos": 24, "encode_repeats": 2, "ready_repeats": 2,
-             "train_batches": 30, "train_repeats": 2, "inference_repeats": 3, "eval_latents": 1000,
-             "eval_single": 40, "eval_repeats": 1},
+             "train_batches": 12, "train_repeats": 2, "inference_repeats": 3, "eval_latents": 1000,
+             "eval_single": 16, "eval_repeats": 1},
     "quick": {"repeats": 2, "hd_repeats": 1, "encode_videos": 8, "encode_repeats": 1, "ready_repeats": 1,
               "train_batches": 8, "train_repeats": 1, "inference_repeats": 1, "eval_latents": 256,
               "eval_single": 8, "eval_repeats": 1},
@@ -545,10 +545,12 @@ def synthetic_caption_rows(num_captions: int, vocab_size: int, max_len: int = 30
     return rows
 
 
-def bench_training(num_batches: int = 60, repeats: int = 2, vocab_size: int = 10000, batch_size: int = 128,
-                   num_videos: int = 6513, epoch_captions: int = MSRVTT_EPOCH_CAPTIONS, seed: int = 0) -> dict:
+def bench_training(num_batches: int = 12, repeats: int = 2, vocab_size: int = 10000, batch_size: int = 128,
+                   num_videos: int = 6513, epoch_captions: int = MSRVTT_EPOCH_CAPTIONS, one_thread: bool = True,
+                   seed: int = 0) -> dict:
     """Captions/s of train.run_epoch (default decoder, AdamW, clipping, schedule) over cached latents, timed over
-    num_batches batches, extrapolated to an epoch of epoch_captions."""
+    num_batches batches, extrapolated to an epoch of epoch_captions. one_thread: also with torch on one thread,
+    interleaved (on a busy machine two threads wait for each other); and how much of each batch is padding."""
     import numpy as np
     import torch
     from model import CaptionDecoder, DecoderConfig
@@ -562,18 +564,35 @@ def bench_training(num_batches: int = 60, repeats: int = 2, vocab_size: int = 10
     rows = synthetic_caption_rows(num_batches * batch_size, vocab_size, seed=seed)
     video_index = np.random.default_rng(seed).integers(0, num_videos, len(rows))
     device = torch.device("cpu")
+    default_threads = torch.get_num_threads()
 
-    def epoch_slice(count):
-        run_epoch(decoder, latents, video_index[:count], rows[:count], batch_size, device, optimizer, scheduler,
-                  1.0, torch.Generator().manual_seed(seed), desc="bench training")
+    def epoch_slice(count, threads=default_threads):
+        torch.set_num_threads(threads)
+        try:
+            run_epoch(decoder, latents, video_index[:count], rows[:count], batch_size, device, optimizer, scheduler,
+                      1.0, torch.Generator().manual_seed(seed), desc="bench training")
+        finally:
+            torch.set_num_threads(default_threads)
 
     epoch_slice(2 * batch_size)  # warm-up
-    seconds = [timed(epoch_slice, len(rows))[0] for _ in range(repeats)]
+    seconds, one_thread_seconds = [], []
+    for _ in range(repeats):
+        seconds.append(timed(epoch_slice, len(rows))[0])
+        if one_thread and default_threads > 1:
+            one_thread_seconds.append(timed(epoch_slice, len(rows), 1)[0])
     captions_per_s = len(rows) / median(seconds)
-    return {"batches": num_batches, "batch_size": batch_size, "vocab_size": vocab_size,
-            "decoder_parameters": sum(p.numel() for p in decoder.parameters()),
-            "captions_per_s": captions_per_s, "epoch_captions": epoch_captions,
-            "epoch_s": epoch_captions / captions_per_s, "runs_s": [round(s, 3) for s in seconds]}
+    lengths = (rows != 0).sum(1)  # tokens per caption, BOS and EOS included
+    padded = sum(int(lengths[start:start + batch_size].max()) * len(lengths[start:start + batch_size])
+                 for start in range(0, len(rows), batch_size))
+    result = {"batches": num_batches, "batch_size": batch_size, "vocab_size": vocab_size, "threads": default_threads,
+              "decoder_parameters": sum(p.numel() for p in decoder.parameters()),
+              "captions_per_s": captions_per_s, "epoch_captions": epoch_captions,
+              "epoch_s": epoch_captions / captions_per_s, "padding_share": 1.0 - float(lengths.sum()) / padded,
+              "runs_s": [round(s, 3) for s in seconds]}
+    if one_thread_seconds:
+        result["one_thread_captions_per_s"] = len(rows) / median(one_thread_seconds)
+        result["one_thread_runs_s"] = [round(s, 3) for s in one_thread_seconds]
+    return result
 
 
 # ----------------------------------------------------------------------------- 4. one video from the command line
@@ -770,7 +789,11 @@ def table_rows(results: dict) -> list:
         entry = results["training"]
         rows.append(("3 training", f"run_epoch from cache, vocab {entry['vocab_size']}, batch {entry['batch_size']}",
                      f"{entry['captions_per_s']:.0f} captions/s",
-                     f"epoch of {entry['epoch_captions']:,} captions {format_duration(entry['epoch_s'])}"))
+                     f"epoch of {entry['epoch_captions']:,} captions {format_duration(entry['epoch_s'])}; "
+                     f"{100 * entry['padding_share']:.0f}% of each batch is padding"))
+        if "one_thread_captions_per_s" in entry:
+            rows.append(("3 training", f"the same, torch on 1 thread instead of {entry['threads']}",
+                         f"{entry['one_thread_captions_per_s']:.0f} captions/s", ""))
         if "original_epoch_s" in entry:
             rows.append(("3 training", "original way (decode + encode per caption)",
                          f"{1 / entry['original_per_caption_s']:.2f} captions/s",
