@@ -8,6 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 out=${QUICKSTART_DIR:-quickstart}
 python=${PYTHON:-python}
+# The quickstart's tensors are tiny: one torch thread beats two that wait on each other (measured 1.5-10x
+# on a busy 2-core machine); DataLoader workers still decode on the other core.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 $python synthetic.py --num_videos ${QUICKSTART_VIDEOS:-600} --out_dir "$out/data" --tiny_xclip "$out/tiny-xclip"
 $python create_tokenizer.py --data_dir "$out/data" --vocab_size 400 --out_prefix "$out/tokenizer"
