@@ -33,7 +33,7 @@ PLANS = {
              "train_batches": 10, "train_repeats": 2, "inference_repeats": 3, "eval_latents": 1000,
              "eval_single": 16, "eval_repeats": 1},
     "quick": {"repeats": 2, "hd_repeats": 1, "encode_videos": 8, "encode_repeats": 1, "ready_repeats": 1,
-              "train_batches": 8, "train_repeats": 1, "inference_repeats": 1, "eval_latents": 256,
+              "train_batches": 4, "train_repeats": 1, "inference_repeats": 1, "eval_latents": 256,
               "eval_single": 8, "eval_repeats": 1},
 }
 
@@ -413,6 +413,15 @@ def original_sampling(path, processor, num_frames: int = 16):
     return processor([rgb_frames[index] for index in keep], return_tensors="np")["pixel_values"][0]
 
 
+def read_video_thread_type() -> str:
+    """The decoder threading read_video uses on this machine (dataset.set_decoder_threads's choice)."""
+    from types import SimpleNamespace
+    from dataset import set_decoder_threads
+    stream = SimpleNamespace(thread_type=None)
+    set_decoder_threads(stream)
+    return stream.thread_type
+
+
 def peak_memory_of_sampling(path, way: str) -> float:
     """Peak resident memory (MiB) of a fresh Python process that samples the clip once, `way` "read_video" or
     "original" (imports included: numpy, PyAV, and transformers' processor for the original way)."""
@@ -430,21 +439,19 @@ def bench_sampling(clips: dict, repeats: int = 5, num_frames: int = 16) -> dict:
     """Per clip {label: (path, repeats)}: read_video's seconds beside the decode floor (the faster of slice and
     frame threading), the floor of read_video's own skipping decode, and the original way, interleaved; ratios,
     speed-up over the original way, and the peak memory of one sampling each way."""
-    from dataset import read_video, set_decoder_threads
+    from dataset import read_video
     processor = original_processor()
+    thread_type = read_video_thread_type()
     results = {}
     for label, (path, clip_repeats) in clips.items():
         _, info = read_video(path, num_frames=num_frames)
         last_index = max(info["frame_indices"])
         frame_table = frames_by_pts(path, info["frame_indices"])
-        class Stream:  # what set_decoder_threads picks for read_video on this machine
-            thread_type = None
-        set_decoder_threads(Stream)
         medians = interleaved_medians({
             "read_video": lambda: read_video(path, num_frames=num_frames),
             "floor_slice": lambda: decode_floor(path, last_index, "SLICE"),
             "floor_frame": lambda: decode_floor(path, last_index, "AUTO"),
-            "floor_skipping": lambda: decode_floor(path, last_index, Stream.thread_type, frame_table),
+            "floor_skipping": lambda: decode_floor(path, last_index, thread_type, frame_table),
             "original": lambda: original_sampling(path, processor, num_frames),
         }, clip_repeats)
         floor_name = min(("floor_slice", "floor_frame"), key=lambda name: medians[name]["median_s"])
@@ -454,7 +461,7 @@ def bench_sampling(clips: dict, repeats: int = 5, num_frames: int = 16) -> dict:
                           "last_sampled_index": last_index, "repeats": clip_repeats,
                           "read_video_s": ours, "floor_s": floor, "floor_threading": floor_name.split("_")[1],
                           "skipping_floor_s": medians["floor_skipping"]["median_s"],
-                          "frames_decoded_skipping": decode_floor(path, last_index, Stream.thread_type, frame_table),
+                          "frames_decoded_skipping": decode_floor(path, last_index, thread_type, frame_table),
                           "original_s": medians["original"]["median_s"], "ratio_to_floor": ours / floor,
                           "ratio_to_skipping_floor": ours / medians["floor_skipping"]["median_s"],
                           "speedup_vs_original": medians["original"]["median_s"] / ours,
@@ -857,7 +864,7 @@ def parse_args(argv=None):
     parser.add_argument("--out", default="bench_out/results.json", help="write all results as JSON here")
     parser.add_argument("--work_dir", default="bench_out",
                         help="where the clips, X-CLIP, tokenizer and checkpoint are made once and reused")
-    parser.add_argument("--quick", action="store_true", help="smoke run: fewer repeats, smaller sizes (~2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: fewer repeats, smaller sizes (a few minutes; timings only indicative)")
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES, help="stages to run")
     parser.add_argument("--encoder", default="full", choices=["full", "tiny"],
                         help="full: X-CLIP base/32 16 frames (random weights); tiny: a 32-px toy, to test this script")

@@ -24,6 +24,16 @@ def workspace(tmp_path_factory):
                                    vocab_size=400, checkpoint_batches=0, log=lambda text: None)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One intra-op thread in this process: on a busy 2-core machine two threads mostly wait for each other."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def finite_positive(value):
     return isinstance(value, float) and math.isfinite(value) and value > 0
 
