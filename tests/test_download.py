@@ -57,9 +57,9 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if settings.get("drop_after") is not None:  # the connection drops after this many body bytes
             body = body[:settings["drop_after"]]
+        entry["sent"] = len(body)  # recorded before writing: the client may finish reading before this thread resumes
         self.wfile.write(body)
         self.wfile.flush()
-        entry["sent"] = len(body)
         self.close_connection = True
 
     def log_message(self, *args):
