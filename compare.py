@@ -175,7 +175,9 @@ def compare_real(args):
     root = Path(args.out_dir) / "real"
     results = []
     encoders = [("tiny random X-CLIP (32 px)", views_world(args)["xclip"])]
-    if not args.skip_full_size:
+    if args.real_xclip:
+        encoders.append((f"X-CLIP {args.real_xclip}", args.real_xclip))
+    elif not args.skip_full_size:
         encoders.append(("full-size random X-CLIP (ViT-B/32, 224 px)", make_full_size_random_xclip(root / "xclip")))
     for name, xclip in encoders:
         encoder, _ = load_encoder(str(xclip))
@@ -229,8 +231,8 @@ def markdown_tables(results, args):
         lines.append("")
     if "real" in results:
         real = results["real"]
-        lines += [f"**View spread on real clips** ({args.real_videos}, {real['views']} jittered views; random "
-                  "weights, no trained X-CLIP is reachable here).", "",
+        weights = f"X-CLIP {args.real_xclip}" if args.real_xclip else "random weights"
+        lines += [f"**View spread on real clips** ({args.real_videos}, {real['views']} jittered views; {weights}).", "",
                   "| encoder | clips | cosine to the views' mean | lowest clip | centred cosine | "
                   "variance share between views |", "|---|---|---|---|---|---|"]
         for row in real["rows"]:
@@ -255,6 +257,9 @@ def parse_args(argv=None):
                                                      / "videos"), help="folder of real clips for the spread")
     parser.add_argument("--skip_full_size", action="store_true",
                         help="leave out the full-size random X-CLIP (it takes about a minute and 800 MB of disk)")
+    parser.add_argument("--real_xclip", default="",
+                        help="X-CLIP hub name or folder with trained weights for the real-clip spread, instead of "
+                             "the full-size random one ('' = random)")
     parser.add_argument("--out", default="", help="write every number as JSON here ('' = do not write)")
     parser.add_argument("--markdown", default="", help="write the tables as markdown here ('' = do not write)")
     return parser.parse_args(argv)
