@@ -207,10 +207,14 @@ def save_array_atomic(path, array):
 
 
 def atomic_write_text(path, text):
+    """Write UTF-8 text under a temporary name next to path, then os.replace it into place."""
     path = Path(path)
     temp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    temp.write_text(text)
-    os.replace(temp, path)
+    try:
+        temp.write_text(text, encoding="utf-8")
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 class VideoClips:

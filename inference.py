@@ -13,7 +13,6 @@ segments as SRT or WebVTT subtitles.
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -168,17 +167,6 @@ def format_vtt(segments):
     return "\n".join(["WEBVTT\n"] + cues)
 
 
-def write_text_atomic(path, text):
-    """Write text to a temporary name next to path, then os.replace it into place."""
-    path = Path(path)
-    temp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        temp.write_text(text, encoding="utf-8")
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-
-
 def print_result(result, path, several, as_json):
     """One video's result on stdout: JSON, its caption(s), or its segments with their times."""
     if as_json:
@@ -202,7 +190,7 @@ def main(args):
     from checkpoint import (CheckpointError, decoder_from_checkpoint, encoder_from_checkpoint, load_checkpoint,
                             tokenizer_from_checkpoint)
     from dataset import Preprocess, VideoError
-    from encode import expand_video_paths, resolve_device
+    from encode import atomic_write_text, expand_video_paths, resolve_device
     from model import EncoderLoadError
 
     for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 are printed escaped, not a crash
@@ -242,7 +230,7 @@ def main(args):
         for subtitle_path, write in ((args.srt, format_srt), (args.vtt, format_vtt)):
             if subtitle_path:
                 try:
-                    write_text_atomic(subtitle_path, write(result["segments"]))
+                    atomic_write_text(subtitle_path, write(result["segments"]))
                 except OSError as error:
                     print(f"error: {subtitle_path}: cannot write subtitles ({error.strerror}); choose a writable "
                           "path", file=sys.stderr)

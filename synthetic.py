@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from encode import atomic_write_text
+
 COLOURS = {  # name -> RGB; bright enough to stand out on the dark backgrounds below
     "red": (220, 30, 30),
     "green": (30, 190, 40),
@@ -274,19 +276,8 @@ def split_video_ids(video_ids):
     }
 
 
-def _write_text(path, text):
-    """Write a text file atomically."""
-    path = Path(path)
-    temp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        temp.write_text(text, encoding="utf-8")
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-
-
 def _write_json(path, payload):
-    _write_text(path, json.dumps(payload, indent=1) + "\n")
+    atomic_write_text(path, json.dumps(payload, indent=1) + "\n")
 
 
 def _is_complete(root, params):
@@ -361,7 +352,7 @@ def make_synthetic_msrvtt(out_dir, num_videos=300, seed=0, width=64, height=48, 
         _write_json(scratch / "annotation" / "MSR_VTT.json", annotation)
         _write_json(scratch / "annotation" / "attributes.json", attributes_by_video)
         for name, ids in split_video_ids(video_ids).items():
-            _write_text(scratch / SPLIT_FILES / name, "\n".join(ids))  # no trailing newline, as shipped
+            atomic_write_text(scratch / SPLIT_FILES / name, "\n".join(ids))  # no trailing newline, as shipped
         _write_json(scratch / "annotation" / "synthetic.json", params)  # last: marks the set complete
         if root.exists():
             shutil.rmtree(root)
