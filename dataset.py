@@ -978,13 +978,18 @@ def summarise_dataset(args) -> int:
     return 0
 
 
-def save_array_atomically(array, path: Path) -> None:
-    """np.save to a temporary name next to path, then os.replace it into place."""
+def save_array_atomic(path, array) -> None:
+    """np.save to a temporary name next to path, then os.replace it into place: never half a file."""
     import numpy as np
-    temporary = path.with_name(path.name + ".part")
-    with open(temporary, "wb") as handle:
-        np.save(handle, array)
-    os.replace(temporary, path)
+
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(temporary, "wb") as handle:
+            np.save(handle, array)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def sample_video(args) -> int:
@@ -1001,7 +1006,7 @@ def sample_video(args) -> int:
         return 2
     if args.save:
         try:
-            save_array_atomically(frames, Path(args.save))
+            save_array_atomic(args.save, frames)
         except OSError as error:
             print(f"{args.save}: cannot write the frames ({one_line(error)}); choose a writable path", file=sys.stderr)
             return 2

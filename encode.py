@@ -153,9 +153,11 @@ class LatentCache:
 
     def write(self, video_id, latent, frame_features=None):
         """Store one video's latent (and its per-frame features); the latent last, so it marks the entry done."""
+        from dataset import save_array_atomic
+
         if frame_features is not None:
-            save_array_atomic(self.frames_path(video_id), frame_features)
-        save_array_atomic(self.path(video_id), latent)
+            save_array_atomic(self.frames_path(video_id), np.asarray(frame_features, dtype=np.float32))
+        save_array_atomic(self.path(video_id), np.asarray(latent, dtype=np.float32))
 
     def read(self, video_ids):
         """Latents (N, D) float32 for the given ids, in order ((N, K, D) for K views)."""
@@ -196,14 +198,6 @@ class LatentCache:
             raise CacheError(f"{path}: holds a {entry.dtype} array of shape {entry.shape}, not this cache's "
                              f"{shape} float32 {what}; delete it and run encode.py again")
         return entry
-
-
-def save_array_atomic(path, array):
-    """np.save under a temporary name in the same folder, then os.replace into place."""
-    path = Path(path)
-    temp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npy")
-    np.save(temp, np.asarray(array, dtype=np.float32))
-    os.replace(temp, path)
 
 
 def atomic_write_text(path, text):
