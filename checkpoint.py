@@ -1,53 +1,59 @@
-"""Checkpoints: one save/load helper for train, evaluate and inference.
+"""Checkpoints: what they hold, and the one save/load helper for train, evaluate and inference.
 
     python checkpoint.py models/best.pt    # print what a checkpoint holds
 
 A checkpoint is plain data (state_dicts, numbers, strings, bytes), loadable with
 torch.load(weights_only=True): the decoder's config and weights, the tokenizer itself, the encoder's
-name, fingerprint, frame count and preprocessing, the training args and metrics. It is written to a
-temporary name and renamed into place, so a failed save leaves the previous file intact.
+name, fingerprint, frame count and preprocessing, the training args and metrics, and (in last.pt)
+what --resume needs. It is written to a temporary name and renamed into place, so a failed save
+leaves the previous file intact.
 """
 import argparse
 import json
-import os
+import pickle
 import sys
 from pathlib import Path
+
+import sentencepiece as spm
+import torch
+
+from common import UserError, atomic_write, fail
+from model import CaptionDecoder, DecoderConfig, XClipEncoder
 
 CHECKPOINT_VERSION = 1
 REQUIRED_KEYS = ("version", "decoder_config", "decoder", "tokenizer", "encoder")
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint cannot be used; the message is one line naming the file and the problem."""
 
 
-def save_checkpoint(path, payload):
-    """Write payload atomically: temp file, fsync, os.replace. Adds the format version."""
-    import torch
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(temp, "wb") as handle:
-            try:
-                torch.save({"version": CHECKPOINT_VERSION, **payload}, handle)
-            except RuntimeError as error:  # torch's zip writer hides a failed write (disk full) behind its own error
-                if isinstance(error.__context__, OSError):
-                    raise error.__context__ from None
-                raise
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+def make_checkpoint(decoder, tokenizer_proto: bytes, encoder_meta: dict, args: dict, metrics: dict | None = None,
+                    epoch: int = 0, training_state: dict | None = None) -> dict:
+    """The payload of a checkpoint: the decoder (config and weights), the tokenizer's bytes, the encoder record
+    (the cache's meta: name, fingerprint, frames, preprocessing, dtype), the training args and metrics, and
+    training_state (optimizer, scheduler, best_cider, bad_epochs) for --resume."""
+    return {"decoder_config": decoder.config.to_dict(), "decoder": decoder.state_dict(), "tokenizer": tokenizer_proto,
+            "encoder": dict(encoder_meta), "args": dict(args), "metrics": metrics or {}, "epoch": epoch,
+            **(training_state or {})}
 
 
-def load_checkpoint(path, map_location="cpu"):
+def save_checkpoint(path, payload: dict) -> None:
+    """Write payload atomically (temp file, fsync, os.replace), adding the format version."""
+    def write(handle):
+        try:
+            torch.save({"version": CHECKPOINT_VERSION, **payload}, handle)
+        except RuntimeError as error:  # torch's zip writer hides a failed write (disk full) behind its own error
+            if isinstance(error.__context__, OSError):
+                raise error.__context__ from None
+            raise
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, write)
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
     """Load a checkpoint safely (weights_only=True) and check it has what inference needs."""
-    import pickle
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint; train one with train.py or pass --model_path")
@@ -67,10 +73,8 @@ def load_checkpoint(path, map_location="cpu"):
     return checkpoint
 
 
-def decoder_from_checkpoint(checkpoint):
+def decoder_from_checkpoint(checkpoint: dict) -> CaptionDecoder:
     """The CaptionDecoder a checkpoint describes, weights loaded, in eval mode."""
-    from model import CaptionDecoder, DecoderConfig
-
     try:
         decoder = CaptionDecoder(DecoderConfig(**checkpoint["decoder_config"]))
         decoder.load_state_dict(checkpoint["decoder"])
@@ -80,10 +84,8 @@ def decoder_from_checkpoint(checkpoint):
     return decoder.eval()
 
 
-def tokenizer_from_checkpoint(checkpoint, tokenizer_path=None):
+def tokenizer_from_checkpoint(checkpoint: dict, tokenizer_path=None) -> spm.SentencePieceProcessor:
     """The checkpoint's own sentencepiece model; tokenizer_path, if given, must be the same model."""
-    import sentencepiece as spm
-
     proto = checkpoint["tokenizer"]
     if tokenizer_path is not None:
         tokenizer_path = Path(tokenizer_path)
@@ -95,11 +97,8 @@ def tokenizer_from_checkpoint(checkpoint, tokenizer_path=None):
     return spm.SentencePieceProcessor(model_proto=proto)
 
 
-def encoder_from_checkpoint(checkpoint, xclip_model=None, dtype=None, device="cpu"):
+def encoder_from_checkpoint(checkpoint: dict, xclip_model=None, dtype=None, device="cpu") -> XClipEncoder:
     """Load the X-CLIP the checkpoint was trained on (or a local copy of it) and check it is the same one."""
-    import torch
-    from model import XClipEncoder
-
     info = checkpoint["encoder"]
     encoder = XClipEncoder(xclip_model or info["name"], dtype=dtype or torch.float32).to(device)
     if encoder.fingerprint() != info["fingerprint"]:
@@ -109,7 +108,7 @@ def encoder_from_checkpoint(checkpoint, xclip_model=None, dtype=None, device="cp
     return encoder
 
 
-def summary(checkpoint):
+def summary(checkpoint: dict) -> dict:
     """Plain-data description of a checkpoint, for printing."""
     return {"version": checkpoint["version"], "encoder": checkpoint["encoder"],
             "decoder_config": checkpoint["decoder_config"], "epoch": checkpoint.get("epoch"),
@@ -122,12 +121,11 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def main(args):
+def main(args) -> int:
     try:
         checkpoint = load_checkpoint(args.model_path)
     except CheckpointError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return fail(error)
     print(json.dumps(summary(checkpoint), indent=2, default=str))
     return 0
 

@@ -3,7 +3,7 @@
     python create_tokenizer.py --data_dir data --scheme official --vocab_size 10000 --out_prefix tokenizer
 
 Writes tokenizer.model and tokenizer.vocab. Ids: pad 0, unk 1, bos 2, eos 3. Captions are
-normalised with normalize_caption (the one normalisation used for training targets and references);
+normalised with annotations.normalize_caption (the one normalisation used for training targets);
 sentencepiece itself changes nothing more (identity rule) and falls back to bytes for characters it
 has not seen, so every normalised caption decodes back to itself exactly.
 """
@@ -13,17 +13,15 @@ import re
 import sys
 from pathlib import Path
 
+import sentencepiece as spm
+
+from annotations import add_data_arguments, load_dataset, normalize_caption
+from common import UserError, fail
+
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
 
-def normalize_caption(text):
-    """Lower-case, collapse runs of whitespace to one space, strip: 'A  Dog\\n' -> 'a dog'."""
-    return " ".join(str(text).lower().split())
-
-
 def _train(sentences, model_prefix, vocab_size):
-    import sentencepiece as spm
-
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(sentences), model_prefix=str(model_prefix), vocab_size=int(vocab_size),
         model_type="bpe", character_coverage=1.0, byte_fallback=True,
@@ -55,7 +53,7 @@ def train_tokenizer(captions, out_prefix, vocab_size=10000):
             too_low = re.search(r"smaller than required_chars\. \d+ vs (\d+)", str(error))
             if too_high:
                 cap = int(too_high.group(1))
-                print(f"create_tokenizer.py: note: vocab_size {vocab_size} is more than {len(sentences)} captions "
+                print(f"note: vocab_size {vocab_size} is more than {len(sentences)} captions "
                       f"support; using {cap}", file=sys.stderr)
                 _train(sentences, temp_prefix, cap)
             elif too_low:
@@ -72,19 +70,15 @@ def train_tokenizer(captions, out_prefix, vocab_size=10000):
     return model_path
 
 
-def train_captions(data_dir, scheme="official"):
-    """The training split's captions (raw), read with dataset.load_msrvtt without checking videos."""
-    from dataset import load_msrvtt
-
-    msrvtt = load_msrvtt(data_dir, scheme=scheme, check_videos=False)
-    return [caption for video_id in msrvtt.splits["train"] for caption in msrvtt.captions.get(video_id, [])]
+def train_captions(dataset):
+    """The training split's captions (raw): the tokenizer never sees a caption of a val or test video."""
+    return [caption for video_id in dataset.splits["train"] for caption in dataset.captions.get(video_id, [])]
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data_dir", default="data", help="folder holding MSRVTT/ (default: data)")
-    parser.add_argument("--scheme", default="official", help="split scheme: official or 1k-A (default: official)")
+    add_data_arguments(parser)
     parser.add_argument("--vocab_size", type=int, default=10000,
                         help="sentencepiece vocabulary size; lowered with a note if the corpus is too small "
                              "(default: 10000)")
@@ -93,19 +87,14 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def main(args):
-    from dataset import DatasetError
-
+def main(args) -> int:
     try:
-        captions = train_captions(args.data_dir, args.scheme)
+        captions = train_captions(load_dataset(args, check_videos=False))
         if not captions:
-            raise ValueError(f"{args.data_dir}: the {args.scheme} train split has no captions")
+            raise UserError(f"{args.data_dir}: the {args.scheme} train split has no captions")
         model_path = train_tokenizer(captions, args.out_prefix, args.vocab_size)
-    except (DatasetError, ValueError) as error:
-        print(f"create_tokenizer.py: {error}", file=sys.stderr)
-        return 2
-    import sentencepiece as spm
-
+    except (UserError, ValueError) as error:
+        return fail(error)
     size = spm.SentencePieceProcessor(model_file=str(model_path)).get_piece_size()
     print(f"{model_path}: {size} pieces from {len(captions)} training captions")
     return 0

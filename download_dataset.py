@@ -1,13 +1,13 @@
-"""Download MSRVTT.zip and unpack it into --out_dir (data/MSRVTT/...), or write a synthetic stand-in.
+"""Download MSRVTT.zip and unpack it into --out_dir (data/MSRVTT/...).
 
     python download_dataset.py --out_dir data
-    python download_dataset.py --out_dir data --synthetic 300        # offline: 300 synthetic clips
 
 The download resumes from data/MSRVTT.zip.part after an interruption (HTTP Range), retries
 transient failures with backoff, checks free disk space first and the final size against the
 server's, and renames the file into place only when complete. Unpacking refuses members that would
 land outside --out_dir (../, absolute paths, drive letters) and symlinks, skips files already
-unpacked, and leaves a marker so that a finished job is not redone. Standard library only.
+unpacked, and leaves a marker so that a finished job is not redone. Offline, synthetic.py writes a
+synthetic stand-in in the same layout.
 """
 import argparse
 import http.client
@@ -23,13 +23,17 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from tqdm import tqdm
+
+from common import UserError, atomic_write, fail, write_text
+
 DEFAULT_URL = "https://www.robots.ox.ac.uk/~maxbain/frozen-in-time/data/MSRVTT.zip"
 RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}  # worth another try; other HTTP errors are final
 CHUNK_SIZE = 1 << 20
 USER_AGENT = "msrvtt-captioning-download/1.0 (python urllib)"
 
 
-class DownloadError(Exception):
+class DownloadError(UserError):
     """The download or unpacking cannot go on; the message is one line saying what to do."""
 
 
@@ -76,6 +80,27 @@ def _open(url, offset, timeout):
     return urllib.request.urlopen(request, timeout=timeout)
 
 
+class Retries:
+    """Attempts in a row that brought no byte, and the growing wait before the next one."""
+
+    def __init__(self, retries, backoff, max_backoff):
+        self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
+        self.failures, self.last_problem = 0, ""
+
+    def failed(self, problem=None) -> None:
+        self.failures += 1
+        self.last_problem = problem or self.last_problem
+
+    def wait(self, url, part, offset) -> None:
+        """Sleep before a retry (the wait doubles from backoff up to max_backoff); give up after `retries`."""
+        if not self.failures:
+            return
+        if self.failures > self.retries:
+            kept = f"{part} keeps {offset} bytes, run again to resume" if offset else "run again to retry"
+            raise DownloadError(f"{url}: giving up after {self.retries} retries ({self.last_problem}); {kept}")
+        time.sleep(min(self.max_backoff, self.backoff * 2 ** (self.failures - 1)))
+
+
 def download(url, dest, chunk_size=CHUNK_SIZE, retries=5, backoff=1.0, max_backoff=60.0, timeout=60.0,
              extra_space_factor=0.0, progress=True):
     """Download url to dest, resuming from dest.part; returns dest. An existing dest counts as complete.
@@ -85,60 +110,31 @@ def download(url, dest, chunk_size=CHUNK_SIZE, retries=5, backoff=1.0, max_backo
     of the full size free (1.0 when the zip will be unpacked next to itself). Raises DownloadError;
     the .part file is kept so that the next run resumes.
     """
-    from tqdm import tqdm
-
     dest = Path(dest)
     if dest.is_file():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(dest)
     expected_total = None  # the file size the server first announced
-    failures, last_problem = 0, ""
+    attempts = Retries(retries, backoff, max_backoff)
     while True:
         offset = part.stat().st_size if part.exists() else 0
-        if failures:
-            if failures > retries:
-                kept = f"{part} keeps {offset} bytes, run again to resume" if offset else "run again to retry"
-                raise DownloadError(f"{url}: giving up after {retries} retries ({last_problem}); {kept}")
-            time.sleep(min(max_backoff, backoff * 2 ** (failures - 1)))
+        attempts.wait(url, part, offset)
         try:
             response = _open(url, offset, timeout)
         except urllib.error.HTTPError as error:
             error.close()
-            if error.code == 416 and offset:
-                # Nothing left past offset: the .part is complete, or the server's file is smaller.
-                content_range = parse_content_range(error.headers.get("Content-Range"))
-                total = content_range[2] if content_range else None
-                if total == offset and expected_total in (None, total):
-                    os.replace(part, dest)
-                    return dest
-                raise DownloadError(f"{url}: server refused to resume at byte {offset} (its file has "
-                                    f"{total if total is not None else 'an unknown number of'} bytes); "
-                                    f"delete {part} to start over")
-            if error.code in RETRY_STATUSES:
-                failures, last_problem = failures + 1, f"HTTP {error.code} {error.reason}"
-                continue
-            raise DownloadError(f"{url}: HTTP {error.code} {error.reason}; check --url") from None
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
-            reason = getattr(error, "reason", error)
-            failures, last_problem = failures + 1, f"{type(error).__name__}: {reason}"
+            if error.code == 416 and offset:  # nothing left past offset: complete, or the server's file is smaller
+                return complete_after_416(error, url, part, dest, offset, expected_total)
+            if error.code not in RETRY_STATUSES:
+                raise DownloadError(f"{url}: HTTP {error.code} {error.reason}; check --url") from None
+            attempts.failed(f"HTTP {error.code} {error.reason}")
             continue
-
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
+            attempts.failed(f"{type(error).__name__}: {getattr(error, 'reason', error)}")
+            continue
         with response:
-            if response.status == 206:
-                content_range = parse_content_range(response.headers.get("Content-Range"))
-                if content_range is None or content_range[0] != offset:
-                    raise DownloadError(f"{url}: asked for bytes from {offset} but the server sent "
-                                        f"{response.headers.get('Content-Range')!r}; delete {part} to start over")
-                total, mode = content_range[2], "ab"
-            elif response.status == 200:
-                if offset:  # the server ignored Range: start over cleanly from byte zero
-                    print(f"{url}: server does not resume downloads; restarting from zero", file=sys.stderr)
-                    offset = 0
-                length = response.headers.get("Content-Length")
-                total, mode = (int(length) if length and length.isdigit() else None), "wb"
-            else:
-                raise DownloadError(f"{url}: unexpected HTTP {response.status}; check --url")
+            total, offset, mode = resumed_range(response, url, part, offset)
             if expected_total is not None and total is not None and total != expected_total:
                 raise DownloadError(f"{url}: the server's file size changed from {expected_total} to {total} "
                                     f"bytes between requests; delete {part} to start over")
@@ -149,36 +145,68 @@ def download(url, dest, chunk_size=CHUNK_SIZE, retries=5, backoff=1.0, max_backo
                                         f"delete it to start over")
                 check_free_space(dest.parent, (total - offset) + extra_space_factor * total,
                                  f"downloading {dest.name} ({gigabytes(total)})")
-            received = 0
-            with open(part, mode) as handle, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
-                                                  unit_divisor=1024, desc=dest.name, disable=not progress) as bar:
-                try:
-                    while True:
-                        chunk = response.read(chunk_size)
-                        if not chunk:
-                            break
-                        handle.write(chunk)
-                        received += len(chunk)
-                        bar.update(len(chunk))
-                except (http.client.HTTPException, OSError) as error:  # connection dropped mid-body
-                    last_problem = f"{type(error).__name__}: {error}"
-                else:
-                    last_problem = "connection closed early"
-
+            received, problem = receive(response, part, mode, total, offset, chunk_size, dest.name, progress)
         size = part.stat().st_size
         if total is None or size == total:
             if total is None and not received:  # no length, no bytes: nothing to trust
-                failures += 1
+                attempts.failed()
                 continue
             os.replace(part, dest)
             return dest
         if size > total:
-            raise DownloadError(f"{part}: has {size} bytes but the server announced {total}; "
-                                f"delete it to start over")
+            raise DownloadError(f"{part}: has {size} bytes but the server announced {total}; delete it to start over")
         # Short: the connection dropped. Progress resets the failure count, so a slow but moving
         # download is never abandoned; attempts that bring nothing are bounded by `retries`.
-        failures = 0 if received else failures + 1
-        last_problem = f"stopped at {size} of {total} bytes ({last_problem})"
+        attempts.failures = 0 if received else attempts.failures + 1
+        attempts.last_problem = f"stopped at {size} of {total} bytes ({problem})"
+
+
+def complete_after_416(error, url, part, dest, offset, expected_total):
+    """A 416 (range not satisfiable) at offset: the .part is complete when the server's file has exactly offset
+    bytes (it is renamed to dest); otherwise the server's file is smaller and the download cannot resume."""
+    content_range = parse_content_range(error.headers.get("Content-Range"))
+    total = content_range[2] if content_range else None
+    if total == offset and expected_total in (None, total):
+        os.replace(part, dest)
+        return dest
+    raise DownloadError(f"{url}: server refused to resume at byte {offset} (its file has "
+                        f"{total if total is not None else 'an unknown number of'} bytes); delete {part} to start over")
+
+
+def resumed_range(response, url, part, offset):
+    """(total size or None, offset the body starts at, file mode) of a response: 206 continues the .part at
+    offset; 200 starts over from zero (a server that ignores Range)."""
+    if response.status == 206:
+        content_range = parse_content_range(response.headers.get("Content-Range"))
+        if content_range is None or content_range[0] != offset:
+            raise DownloadError(f"{url}: asked for bytes from {offset} but the server sent "
+                                f"{response.headers.get('Content-Range')!r}; delete {part} to start over")
+        return content_range[2], offset, "ab"
+    if response.status == 200:
+        if offset:
+            print(f"{url}: server does not resume downloads; restarting from zero", file=sys.stderr)
+        length = response.headers.get("Content-Length")
+        return (int(length) if length and length.isdigit() else None), 0, "wb"
+    raise DownloadError(f"{url}: unexpected HTTP {response.status}; check --url")
+
+
+def receive(response, part, mode, total, offset, chunk_size, name, progress):
+    """Append the response body to part (or start it, mode "wb"), with a progress bar. Returns (bytes received,
+    why it stopped: the connection's error, or "connection closed early")."""
+    received = 0
+    with open(part, mode) as handle, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
+                                          unit_divisor=1024, desc=name, disable=not progress) as bar:
+        try:
+            while True:
+                chunk = response.read(chunk_size)
+                if not chunk:
+                    break
+                handle.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+        except (http.client.HTTPException, OSError) as error:  # connection dropped mid-body
+            return received, f"{type(error).__name__}: {error}"
+    return received, "connection closed early"
 
 
 def member_problem(info):
@@ -208,8 +236,6 @@ def extract_zip(zip_path, out_dir, progress=True):
     and renamed into place; unsafe members are refused (listed on stderr) and nothing is written
     outside out_dir. A marker records a finished extraction so that a second call does nothing.
     """
-    from tqdm import tqdm
-
     zip_path, out_dir = Path(zip_path), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     marker = extraction_marker(zip_path, out_dir)
@@ -219,56 +245,61 @@ def extract_zip(zip_path, out_dir, progress=True):
             return {"extracted": 0, "skipped": "all", "refused": []}
     except ValueError:
         pass  # an unreadable marker: extract again (files already there are skipped)
-    target_root = out_dir.resolve()
     try:
         archive = zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, OSError) as error:
         raise DownloadError(f"{zip_path}: not a readable zip ({error}); delete it and run again") from None
     with archive:
-        todo, refused, skipped = [], [], 0
-        for info in archive.infolist():
-            problem = member_problem(info)
-            dest = (target_root / info.filename).resolve()  # follows symlinks already on disk
-            if problem is None and dest != target_root and target_root not in dest.parents:
-                problem = "path escapes the target folder"
-            if problem:
-                refused.append((info.filename, problem))
-            elif not info.is_dir() and dest.is_file() and dest.stat().st_size == info.file_size:
-                skipped += 1
-            else:
-                todo.append((info, dest))
+        todo, refused, skipped = plan_extraction(archive, out_dir.resolve())
         needed = sum(info.file_size for info, _ in todo)
         check_free_space(out_dir, needed, f"unpacking {zip_path.name}")
         with tqdm(total=needed, unit="B", unit_scale=True, unit_divisor=1024, desc=f"unpack {zip_path.name}",
                   disable=not progress) as bar:
             for info, dest in todo:
-                if info.is_dir():
-                    dest.mkdir(parents=True, exist_ok=True)
-                    continue
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                temp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
-                try:
-                    with archive.open(info) as source, open(temp, "wb") as target:
-                        while True:
-                            block = source.read(CHUNK_SIZE)
-                            if not block:
-                                break
-                            target.write(block)
-                            bar.update(len(block))
-                    os.replace(temp, dest)
-                except (zipfile.BadZipFile, zipfile.LargeZipFile) as error:
-                    raise DownloadError(f"{zip_path}: member {info.filename} is damaged ({error}); "
-                                        f"delete the zip and run again") from None
-                finally:
-                    temp.unlink(missing_ok=True)
+                extract_member(archive, info, dest, bar, zip_path)
     if refused:
         shown = ", ".join(f"{name} ({why})" for name, why in refused[:3])
         more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
         print(f"{zip_path}: refused {len(refused)} unsafe member(s): {shown}{more}", file=sys.stderr)
-    temp_marker = marker.with_name(marker.name + f".tmp{os.getpid()}")
-    temp_marker.write_text(json.dumps({**stamp, "members": len(todo) + skipped, "refused": len(refused)}))
-    os.replace(temp_marker, marker)
+    write_text(marker, json.dumps({**stamp, "members": len(todo) + skipped, "refused": len(refused)}))
     return {"extracted": len([1 for info, _ in todo if not info.is_dir()]), "skipped": skipped, "refused": refused}
+
+
+def plan_extraction(archive, target_root):
+    """(members to unpack [(info, dest)], refused [(name, why)], how many are already there with their size)."""
+    todo, refused, skipped = [], [], 0
+    for info in archive.infolist():
+        problem = member_problem(info)
+        dest = (target_root / info.filename).resolve()  # follows symlinks already on disk
+        if problem is None and dest != target_root and target_root not in dest.parents:
+            problem = "path escapes the target folder"
+        if problem:
+            refused.append((info.filename, problem))
+        elif not info.is_dir() and dest.is_file() and dest.stat().st_size == info.file_size:
+            skipped += 1
+        else:
+            todo.append((info, dest))
+    return todo, refused, skipped
+
+
+def extract_member(archive, info, dest, bar, zip_path):
+    """One member to dest (a folder is made), atomically, advancing the progress bar by its bytes."""
+    if info.is_dir():
+        dest.mkdir(parents=True, exist_ok=True)
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+
+    def copy(target):
+        with archive.open(info) as source:
+            while block := source.read(CHUNK_SIZE):
+                target.write(block)
+                bar.update(len(block))
+
+    try:
+        atomic_write(dest, copy)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile) as error:
+        raise DownloadError(f"{zip_path}: member {info.filename} is damaged ({error}); "
+                            f"delete the zip and run again") from None
 
 
 def zip_name_from_url(url):
@@ -287,25 +318,22 @@ def parse_args(argv=None):
     parser.add_argument("--retries", type=int, default=5,
                         help="attempts in a row without progress before giving up (default: 5)")
     parser.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default: 60)")
-    parser.add_argument("--synthetic", type=int, default=0,
-                        help="write this many synthetic clips instead of downloading (0 = download the real data)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic clips (default: 0)")
-    parser.add_argument("--task", choices=("simple", "order"), default="simple",
-                        help="kind of synthetic captions (with --synthetic; default: simple)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    # Synthetic data is synthetic.py's; these earlier spellings still work and hand over to it.
+    parser.add_argument("--synthetic", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--task", choices=("simple", "order"), default="simple", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
-def main(args):
+def main(args) -> int:
+    if args.synthetic:
+        import synthetic  # imports torch: only for this hand-over
+
+        return synthetic.main(synthetic.parse_args(["--out_dir", args.out_dir, "--num_videos", str(args.synthetic),
+                                                    "--seed", str(args.seed), "--task", args.task]))
     out_dir = Path(args.out_dir)
     try:
-        if args.synthetic:
-            from synthetic import make_synthetic_msrvtt
-
-            make_synthetic_msrvtt(out_dir, num_videos=args.synthetic, seed=args.seed, task=args.task,
-                                  progress=not args.quiet)
-            print(f"{args.synthetic} synthetic clips in {out_dir / 'MSRVTT'}")
-            return 0
         zip_path = out_dir / zip_name_from_url(args.url)
         if not args.no_extract and extraction_marker(zip_path, out_dir).is_file() and not zip_path.exists():
             print(f"{zip_path.name} already unpacked in {out_dir} (delete {extraction_marker(zip_path, out_dir)} "
@@ -324,11 +352,10 @@ def main(args):
         if not args.keep_zip:
             zip_path.unlink()
         return 0
-    except (DownloadError, ValueError, FileExistsError) as error:
-        print(f"download_dataset.py: {error}", file=sys.stderr)
-        return 2
+    except DownloadError as error:
+        return fail(error)
     except KeyboardInterrupt:
-        print("download_dataset.py: interrupted; run the same command again to resume", file=sys.stderr)
+        print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130
 
 

@@ -8,8 +8,8 @@ Examples:
     python evaluate.py --model_path models/best.pt --data_dir data --split test --out results.json
     python evaluate.py --hyp hyp.txt --refs ref1.txt ref2.txt --out results.json
 
-With --model_path, every video of the split is captioned by batched beam search from the cached
-latents (encoded first where missing) and scored against all its references; --views K captions
+With --model_path, every video of the split is captioned by batched beam search (--beam_size 1:
+greedy) from the cached latents (encoded first where missing) and scored against all its references; --views K captions
 from the mean of K jittered samplings' latents. On a synthetic set the captions are also scored on
 what they name (attributes.json), and on its "order" task on whether they tell the order right.
 """
@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import functools
 import io
-import json
 import os
 import re
 import shutil
@@ -25,6 +24,20 @@ import subprocess
 import sys
 import tempfile
 import warnings
+
+import torch
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.meteor.meteor import Meteor
+from pycocoevalcap.rouge.rouge import Rouge
+from pycocoevalcap.tokenizer import ptbtokenizer
+
+from annotations import add_data_arguments, load_dataset
+from checkpoint import decoder_from_checkpoint, encoder_from_checkpoint, load_checkpoint, tokenizer_from_checkpoint
+from common import UserError, fail, resolve_device, write_json
+from encode import split_latents
+from model import caption_features
+from synthetic import load_attributes, synthetic_metrics
 
 METRIC_NAMES = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 
@@ -34,10 +47,6 @@ PTB_PUNCTUATIONS = ("''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-",
                     ".", "?", "!", ",", ":", "-", "--", "...", ";")
 
 _warned_no_java = False  # "METEOR skipped" is printed once per process, not once per call
-
-
-class UsageError(Exception):
-    """Bad user input: main() prints the message as one line and exits with code 2."""
 
 
 # ----------------------------------------------------------------------------- Java detection
@@ -69,8 +78,6 @@ def ptb_tokenize_java(captions: list[str]) -> list[str]:
     Same jar, flags and punctuation removal as the reference wrapper, but the temporary file goes to
     a temporary directory instead of site-packages and the tokenizer's stderr chatter is swallowed.
     """
-    from pycocoevalcap.tokenizer import ptbtokenizer
-
     jar_path = os.path.join(os.path.dirname(os.path.abspath(ptbtokenizer.__file__)),
                             ptbtokenizer.STANFORD_CORENLP_3_4_1_JAR)
     with tempfile.TemporaryDirectory(prefix="ptb_tokenize_") as tmp_dir:
@@ -149,8 +156,6 @@ def compute_meteor(references_tok: dict, predictions_tok: dict) -> float:
     pycocoevalcap 1.2's Meteor only stops the process in __del__, whose timing is up to the garbage
     collector, so it is closed here explicitly (a second close from __del__ is harmless).
     """
-    from pycocoevalcap.meteor.meteor import Meteor
-
     meteor = Meteor()
     try:
         score, _ = meteor.compute_score(references_tok, predictions_tok)
@@ -182,9 +187,6 @@ def score_captions(predictions: dict, references: dict, java: bool | None = None
     seconds), as training's per-epoch validation does.
     """
     global _warned_no_java
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.rouge.rouge import Rouge
 
     if not predictions:
         raise ValueError("no predictions to score")
@@ -239,16 +241,16 @@ def format_table(metrics: dict) -> str:
 # ----------------------------------------------------------------------------- files
 
 def read_caption_lines(path: str) -> list[str]:
-    """One caption per line (trailing newline optional); raises UsageError when the file is unreadable."""
+    """One caption per line (trailing newline optional); raises UserError when the file is unreadable."""
     try:
         with open(path, encoding="utf-8") as caption_file:
             text = caption_file.read()  # universal newlines: "\r\n" and "\r" arrive as "\n"
     except FileNotFoundError:
-        raise UsageError(f"{path}: file not found; pass a text file with one caption per line")
+        raise UserError(f"{path}: file not found; pass a text file with one caption per line")
     except UnicodeDecodeError:
-        raise UsageError(f"{path}: not UTF-8 text; pass a UTF-8 text file with one caption per line")
+        raise UserError(f"{path}: not UTF-8 text; pass a UTF-8 text file with one caption per line")
     except OSError as error:
-        raise UsageError(f"{path}: cannot read ({error.strerror}); pass a readable text file")
+        raise UserError(f"{path}: cannot read ({error.strerror}); pass a readable text file")
     if not text:
         return []
     # split("\n"), not splitlines(): a caption holding "\u2028" or "\x0c" must not shift the alignment
@@ -259,32 +261,16 @@ def load_line_aligned(hyp_path: str, ref_paths: list[str]) -> tuple[dict, dict]:
     """Line i of hyp_path is scored against line i of every ref file -> (predictions, references) by line index."""
     hypotheses = read_caption_lines(hyp_path)
     if not hypotheses:
-        raise UsageError(f"{hyp_path}: no captions; pass a file with one generated caption per line")
+        raise UserError(f"{hyp_path}: no captions; pass a file with one generated caption per line")
     references = {i: [] for i in range(len(hypotheses))}
     for ref_path in ref_paths:
         ref_lines = read_caption_lines(ref_path)
         if len(ref_lines) != len(hypotheses):
-            raise UsageError(f"{ref_path}: {len(ref_lines)} lines but {hyp_path} has {len(hypotheses)}; "
+            raise UserError(f"{ref_path}: {len(ref_lines)} lines but {hyp_path} has {len(hypotheses)}; "
                              f"reference files must be line-aligned with the hypotheses")
         for i, ref_line in enumerate(ref_lines):
             references[i].append(ref_line)
     return dict(enumerate(hypotheses)), references
-
-
-def write_json_atomic(path: str, payload: dict) -> None:
-    """Write JSON to a temporary name next to path, then os.replace it into place."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as tmp_file:
-            json.dump(payload, tmp_file, indent=2, ensure_ascii=False)
-            tmp_file.write("\n")
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
 
 
 def evaluate_caption_files(hyp_path: str, ref_paths: list[str], java: bool | None = None) -> dict:
@@ -295,112 +281,41 @@ def evaluate_caption_files(hyp_path: str, ref_paths: list[str], java: bool | Non
     return {"metrics": metrics, "predictions": records}
 
 
-def caption_latents(decoder, tokenizer, latents, beam_size=5, max_len=30, batch_size=256):
-    """Latents (N, D) (or per-frame features (N, T, D) for the attention decoder) -> N captions (text), by beam
-    search over batches of videos."""
-    from model import beam_search
-
-    captions = []
-    for start in range(0, len(latents), batch_size):
-        beams = beam_search(decoder, latents[start:start + batch_size], beam_size=beam_size, max_len=max_len)
-        captions += [tokenizer.decode(best[0][0]) for best in beams]
-    return captions
-
-
-def caption_events(caption):
-    """What a caption says happened first and second: {"directions": (first, second), "colours": (first, second)},
-    each None when the caption names fewer than two different ones. "B after A" counts as A, then B."""
-    from synthetic import COLOURS, DIRECTION_WORDS
-
-    words = caption.lower().replace(",", " ").split()
-    lookups = {"directions": {word: name for name, synonyms in DIRECTION_WORDS.items() for word in synonyms},
-               "colours": {name: name for name in COLOURS}}
-    events = {}
-    for kind, lookup in lookups.items():
-        named = []  # (word position, canonical name) of the first two different names
-        for position, word in enumerate(words):
-            if word in lookup and lookup[word] not in [name for _, name in named]:
-                named.append((position, lookup[word]))
-            if len(named) == 2:
-                break
-        if len(named) < 2:
-            events[kind] = None
-            continue
-        (first_at, first), (second_at, second) = named
-        events[kind] = (second, first) if "after" in words[first_at:second_at] else (first, second)
-    return events
-
-
-def order_accuracy(captions_by_video, attributes_by_video):
-    """On the synthetic "order" task: share of videos whose caption names their two events (directions of a path
-    with a turn, or colours of a colour change) in the right order ("order_accuracy"), and in any order
-    ("order_content_accuracy"), so that knowing what happens and knowing when can be told apart; the same for
-    each kind of clip alone ("..._path", "..._colour_change"). {} for a set without the order task."""
-    field = {"path": "directions", "colour_change": "colours"}
-    video_ids = [vid for vid in captions_by_video if attributes_by_video.get(vid, {}).get("kind") in field]
-    if not video_ids:
-        return {}
-    in_order, any_order = {}, {}  # video id -> 0/1
-    for vid in video_ids:
-        attributes = attributes_by_video[vid]
-        truth = tuple(attributes[field[attributes["kind"]]])
-        named = caption_events(captions_by_video[vid])[field[attributes["kind"]]]
-        in_order[vid] = int(named == truth)
-        any_order[vid] = int(named is not None and sorted(named) == sorted(truth))
-    result = {}
-    for suffix, kinds in (("", tuple(field)), ("_path", ("path",)), ("_colour_change", ("colour_change",))):
-        chosen = [vid for vid in video_ids if attributes_by_video[vid]["kind"] in kinds]
-        if chosen:
-            result[f"order_accuracy{suffix}"] = sum(in_order[vid] for vid in chosen) / len(chosen)
-            result[f"order_content_accuracy{suffix}"] = sum(any_order[vid] for vid in chosen) / len(chosen)
-    return result
-
-
-def control_latents(latents, control, seed=0):
-    """Controls that should destroy caption quality: latents shuffled across videos, or all zero."""
-    import torch
-
+def control_features(features, control, seed=0):
+    """Controls that should destroy caption quality: features shuffled across videos, or all zero."""
     if control == "shuffled":
-        return latents[torch.randperm(len(latents), generator=torch.Generator().manual_seed(seed))]
+        return features[torch.randperm(len(features), generator=torch.Generator().manual_seed(seed))]
     if control == "zeros":
-        return torch.zeros_like(latents)
-    return latents
+        return torch.zeros_like(features)
+    return features
 
 
 def evaluate_checkpoint(args, java=None) -> dict:
     """Caption every video of a split with a checkpoint and score it: the result dict --out writes."""
-    import torch
-    from checkpoint import decoder_from_checkpoint, encoder_from_checkpoint, load_checkpoint, tokenizer_from_checkpoint
-    from dataset import load_msrvtt
-    from encode import resolve_device, split_latents
-
     device = resolve_device(args.device)
     checkpoint = load_checkpoint(args.model_path)
     decoder = decoder_from_checkpoint(checkpoint).to(device)
     tokenizer = tokenizer_from_checkpoint(checkpoint)
-    msrvtt = load_msrvtt(args.data_dir, scheme=args.scheme)
+    dataset = load_dataset(args)
     info = checkpoint["encoder"]
     dtype = torch.bfloat16 if info.get("dtype") == "bf16" else torch.float32
     encoder = encoder_from_checkpoint(checkpoint, args.xclip_model, dtype=dtype, device=device)
     if args.views < 1:
-        raise UsageError(f"--views {args.views}: pass 1 (middle frames) or more (mean of jittered samplings)")
-    latents_by_split, _ = split_latents(msrvtt, [args.split], encoder, args.cache_dir, info.get("dtype", "fp32"),
-                                        args.num_workers, views=args.views, per_frame=decoder.config.uses_frames)
+        raise UserError(f"--views {args.views}: pass 1 (middle frames) or more (mean of jittered samplings)")
+    features_by_split, _ = split_latents(dataset, [args.split], encoder, args.cache_dir, info.get("dtype", "fp32"),
+                                         args.num_workers, views=args.views, frame_features=decoder.config.uses_frames)
     del encoder
-    video_ids, latents = latents_by_split[args.split]  # (N, D) or (N, T, D); (N, K, ...) with views
+    video_ids, features = features_by_split[args.split]  # (N, D) or (N, F, D); (N, K, ...) with views
     if args.views > 1:
-        latents = latents.mean(axis=1)
-    latents = control_latents(torch.from_numpy(latents).to(device), args.control)
-    captions = caption_latents(decoder, tokenizer, latents, args.beam_size, args.max_len, args.batch_size)
+        features = features.mean(axis=1)
+    features = control_features(torch.from_numpy(features).to(device), args.control)
+    captions = caption_features(decoder, tokenizer, features, args.beam_size, args.max_len, args.batch_size,
+                                args.length_penalty)
     predictions = dict(zip(video_ids, captions))
-    metrics = score_captions(predictions, {vid: msrvtt.captions[vid] for vid in video_ids}, java=java)
-    if (msrvtt.root / "annotation" / "attributes.json").is_file():  # a synthetic set: score what captions name
-        from synthetic import attribute_accuracy, load_attributes
-
-        attributes = load_attributes(msrvtt.root.parent)
-        metrics.update({f"{name}_accuracy": value
-                        for name, value in attribute_accuracy(predictions, attributes).items()})
-        metrics.update(order_accuracy(predictions, attributes))
+    metrics = score_captions(predictions, {vid: dataset.captions[vid] for vid in video_ids}, java=java)
+    attributes = load_attributes(dataset.root)
+    if attributes is not None:  # a synthetic set: score what captions name
+        metrics.update(synthetic_metrics(predictions, attributes))
     return {"metrics": metrics, "predictions": [{"video_id": vid, "caption": predictions[vid]} for vid in video_ids],
             "split": args.split, "model_path": str(args.model_path), "control": args.control, "views": args.views}
 
@@ -416,8 +331,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "hypothesis i")
     parser.add_argument("--model_path", default="",
                         help="checkpoint to evaluate (checkpoint mode): captions every video of --split")
-    parser.add_argument("--data_dir", default="data", help="folder holding MSRVTT/ (or MSRVTT/ itself)")
-    parser.add_argument("--scheme", default="official", choices=["official", "1k-A"], help="MSR-VTT split scheme")
+    add_data_arguments(parser)
     parser.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to caption")
     parser.add_argument("--xclip_model", default=None,
                         help="local copy of the checkpoint's X-CLIP (default: the name stored in the checkpoint)")
@@ -425,6 +339,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--views", type=int, default=1,
                         help="caption from the mean latent of K jittered samplings per video (1 = the middle frames)")
     parser.add_argument("--beam_size", type=int, default=5, help="beam width (1 = greedy)")
+    parser.add_argument("--length_penalty", type=float, default=1.0,
+                        help="beams are ranked by log-probability / length ** this (0 = no length normalisation)")
     parser.add_argument("--max_len", type=int, default=30, help="max caption length in tokens")
     parser.add_argument("--batch_size", type=int, default=256, help="videos per beam-search batch")
     parser.add_argument("--num_workers", type=int, default=2, help="DataLoader workers decoding videos for the cache")
@@ -443,34 +359,30 @@ def report_and_save(result: dict, out_path: str) -> None:
     """Print the metrics table; write the result JSON atomically when out_path is set."""
     print(format_table(result["metrics"]))
     if out_path:
-        write_json_atomic(out_path, result)
+        write_json(out_path, result)
         print(f"wrote {out_path}")
 
 
-def main(args: argparse.Namespace) -> dict:
+def run(args) -> dict:
     java = {"auto": None, "yes": True, "no": False}[args.java]
     if java and not java_available():
-        raise UsageError("--java yes: no working `java` on PATH; install a Java runtime or pass --java auto")
+        raise UserError("--java yes: no working `java` on PATH; install a Java runtime or pass --java auto")
     if args.model_path:
-        result = evaluate_checkpoint(args, java=java)
-    elif args.hyp or args.refs:
+        return evaluate_checkpoint(args, java=java)
+    if args.hyp or args.refs:
         if not (args.hyp and args.refs):
-            raise UsageError("--hyp and --refs go together: pass --hyp FILE --refs FILE [FILE ...]")
-        result = evaluate_caption_files(args.hyp, args.refs, java=java)
-    else:
-        raise UsageError("nothing to score: pass --model_path CKPT, or --hyp FILE --refs FILE [FILE ...]")
-    report_and_save(result, args.out)
-    return result
+            raise UserError("--hyp and --refs go together: pass --hyp FILE --refs FILE [FILE ...]")
+        return evaluate_caption_files(args.hyp, args.refs, java=java)
+    raise UserError("nothing to score: pass --model_path CKPT, or --hyp FILE --refs FILE [FILE ...]")
+
+
+def main(args) -> int:
+    try:
+        report_and_save(run(args), args.out)
+    except UserError as error:
+        return fail(error)
+    return 0
 
 
 if __name__ == "__main__":
-    from checkpoint import CheckpointError
-    from dataset import DatasetError, VideoError
-    from encode import CacheError
-    from model import EncoderLoadError
-
-    try:
-        main(parse_args())
-    except (UsageError, CheckpointError, DatasetError, VideoError, CacheError, EncoderLoadError) as error:
-        print(f"evaluate.py: {error}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(main(parse_args()))

@@ -8,7 +8,8 @@ cannot be read gets one line on stderr and the others are still captioned; the e
 any failed. The checkpoint carries its tokenizer and names its X-CLIP encoder. --views K captions
 the mean latent of K jittered samplings. --segment_seconds S captions every S-second window of a
 long video instead, merges neighbouring windows that get the same caption, and can write the
-segments as SRT or WebVTT subtitles.
+segments as SRT or WebVTT subtitles. --sample draws captions at random (temperature, top-p, seeded)
+instead of searching for the most likely one.
 """
 import argparse
 import json
@@ -16,6 +17,11 @@ import math
 import sys
 import time
 from pathlib import Path
+
+from common import UserError, fail, write_text
+
+# torch, transformers and the modules that import them are imported inside the functions that use them, so
+# that `inference.py --help` answers at once instead of after several seconds of imports.
 
 
 def parse_args(argv=None):
@@ -29,8 +35,18 @@ def parse_args(argv=None):
                         help="local copy of the checkpoint's X-CLIP (default: the name stored in the checkpoint)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run")
     parser.add_argument("--beam_size", type=int, default=5, help="beam width (1 = greedy)")
-    parser.add_argument("--num_captions", type=int, default=1, help="captions per video (best beams, <= beam size)")
+    parser.add_argument("--num_captions", type=int, default=1,
+                        help="captions per video: the best beams (beam size raised to it if smaller), or samples")
+    parser.add_argument("--length_penalty", type=float, default=1.0,
+                        help="beams are ranked by log-probability / length ** this (0 = no length normalisation)")
     parser.add_argument("--max_len", type=int, default=30, help="max caption length in tokens")
+    parser.add_argument("--sample", action="store_true",
+                        help="draw captions at random from the decoder instead of beam search")
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="with --sample: below 1 sharper (towards greedy), above 1 more varied")
+    parser.add_argument("--top_p", type=float, default=1.0,
+                        help="with --sample: draw from the smallest set of tokens holding this much probability")
+    parser.add_argument("--seed", type=int, default=0, help="with --sample: random seed (same seed, same captions)")
     parser.add_argument("--views", type=int, default=1,
                         help="caption the mean latent of K jittered samplings of each video (1 = middle frames)")
     parser.add_argument("--segment_seconds", type=float, default=0,
@@ -53,53 +69,68 @@ def check_args(args, num_videos):
         return "--srt and --vtt write segments: add --segment_seconds S"
     if (args.srt or args.vtt) and num_videos != 1:
         return f"--srt and --vtt take one video, got {num_videos}; run once per video"
+    if args.sample and args.segment_seconds:
+        return "--sample and --segment_seconds do not go together: segments are captioned by beam search"
+    if args.sample and not (args.temperature > 0 and 0 < args.top_p <= 1):
+        return f"--temperature {args.temperature:g}, --top_p {args.top_p:g}: pass a temperature above 0 and 0 < top_p <= 1"
     return None
 
 
 def decoder_inputs(encoder, decoder, clips):
-    """Clips (B, T, 3, S, S) -> what the decoder reads: latents (B, D), or per-frame features (B, T, D) for the
+    """Clips (B, F, 3, S, S) -> what the decoder reads: latents (B, D), or frame features (B, F, D) for the
     attention decoder."""
     if decoder.config.uses_frames:
         return encoder.encode_with_frames(clips)[1]
     return encoder.encode(clips)
 
 
-def caption_video(path, encoder, decoder, tokenizer, preprocess, beam_size=5, num_captions=1, max_len=30, views=1):
-    """One video -> {"path", "captions": [{"caption", "score"}], "warnings", "seconds": {...}}.
-
-    With views > 1 the caption comes from the mean of the latents of `views` jittered samplings, drawn
-    as the cache draws them for a video whose id is the file name. Raises dataset.VideoError for a
-    video that cannot be read.
-    """
+def generate(decoder, tokenizer, features, num_captions=1, beam_size=5, max_len=30, length_penalty=1.0,
+             sample=False, temperature=1.0, top_p=1.0, seed=0):
+    """Features of one video (1, ...) -> its captions [{"caption", "score"}]: the num_captions best beams with
+    their length-normalised log-probabilities, or with sample, num_captions random draws (score None)."""
     import torch
-    from encode import read_views
-    from model import beam_search
+    from model import beam_search, sample as sample_captions
 
-    started = time.perf_counter()
-    frames, info = read_views(path, Path(path).stem, views, encoder.num_frames, preprocess)  # (K, T, 3, S, S)
-    decoded = time.perf_counter()
-    latents = decoder_inputs(encoder, decoder, torch.from_numpy(frames)).mean(dim=0, keepdim=True)  # (1, ...)
-    encoded = time.perf_counter()
-    latents = latents.to(decoder.latent_mean.device)
     threads = torch.get_num_threads()
-    # One video's beams are too small to split across threads: on a shared 2-core machine, beam search took
-    # 0.1 s on one thread and 0.3-1.8 s on two, waiting for the other thread at every step (bench.py).
+    # One video's beams are too small to split across threads: on a shared 2-core machine two threads wait
+    # for each other at every step (docs/performance.md).
     torch.set_num_threads(1)
     try:
-        beams = beam_search(decoder, latents, beam_size=max(beam_size, num_captions), max_len=max_len,
-                            n_best=num_captions)[0]
+        if sample:
+            draws = sample_captions(decoder, features.expand(num_captions, *features.shape[1:]), max_len=max_len,
+                                    temperature=temperature, top_p=top_p, seed=seed)
+            return [{"caption": tokenizer.decode(ids), "score": None} for ids in draws]
+        beams = beam_search(decoder, features, beam_size=max(beam_size, num_captions), max_len=max_len,
+                            length_penalty=length_penalty, n_best=num_captions)[0]
     finally:
         torch.set_num_threads(threads)
+    return [{"caption": tokenizer.decode(ids), "score": round(score, 4)} for ids, score in beams]
+
+
+def caption_video(path, encoder, decoder, tokenizer, preprocess, views=1, **decoding):
+    """One video -> {"path", "captions": [{"caption", "score"}], "warnings", "seconds": {...}}.
+
+    decoding: generate()'s options. With views > 1 the caption comes from the mean of the latents of `views`
+    jittered samplings, drawn as the cache draws them for a video whose id is the file name. Raises
+    dataset.VideoError for a video that cannot be read.
+    """
+    import torch
+    from dataset import read_views
+
+    started = time.perf_counter()
+    frames, info = read_views(path, Path(path).stem, views, encoder.num_frames, preprocess)  # (K, F, 3, S, S)
+    decoded = time.perf_counter()
+    features = decoder_inputs(encoder, decoder, torch.from_numpy(frames)).mean(dim=0, keepdim=True)  # (1, ...)
+    encoded = time.perf_counter()
+    captions = generate(decoder, tokenizer, features.to(decoder.latent_mean.device), **decoding)
     generated = time.perf_counter()
-    return {"path": str(path),
-            "captions": [{"caption": tokenizer.decode(ids), "score": round(score, 4)} for ids, score in beams],
-            "warnings": info.get("warnings", []),
+    return {"path": str(path), "captions": captions, "warnings": info.get("warnings", []),
             "seconds": {"decode": round(decoded - started, 4), "encode": round(encoded - decoded, 4),
                         "generate": round(generated - encoded, 4)}}
 
 
 def caption_segments(path, encoder, decoder, tokenizer, preprocess, segment_seconds, beam_size=5, max_len=30,
-                     batch_size=8):
+                     length_penalty=1.0, batch_size=8):
     """Caption every segment_seconds window of one video -> {"path", "segments": [{"start", "end", "caption"}]
     (neighbours with the same caption merged), "windows": how many were captioned, "warnings", "seconds"}.
 
@@ -108,16 +139,17 @@ def caption_segments(path, encoder, decoder, tokenizer, preprocess, segment_seco
     import numpy as np
     import torch
     from dataset import read_video_windows
-    from evaluate import caption_latents
+    from model import caption_features
 
     started = time.perf_counter()
     windows, warnings, captions = [], [], []
     pending = []  # windows read but not captioned yet, captioned batch_size at a time
 
     def caption_pending():
-        clips = torch.from_numpy(np.stack([window["frames"] for window in pending]))  # (B, T, 3, S, S)
+        clips = torch.from_numpy(np.stack([window["frames"] for window in pending]))  # (B, F, 3, S, S)
         inputs = decoder_inputs(encoder, decoder, clips).to(decoder.latent_mean.device)
-        captions.extend(caption_latents(decoder, tokenizer, inputs, beam_size=beam_size, max_len=max_len))
+        captions.extend(caption_features(decoder, tokenizer, inputs, beam_size=beam_size, max_len=max_len,
+                                         length_penalty=length_penalty))
         pending.clear()
 
     for window in read_video_windows(path, segment_seconds, encoder.num_frames, preprocess):
@@ -183,59 +215,72 @@ def print_result(result, path, several, as_json):
     else:
         print(f"{path}:")
         for item in result["captions"]:
-            print(f"  {item['score']:8.4f}  {item['caption']}", flush=True)
+            score = "" if item["score"] is None else f"{item['score']:8.4f}  "
+            print(f"  {score}{item['caption']}", flush=True)
 
 
-def main(args):
-    from checkpoint import (CheckpointError, decoder_from_checkpoint, encoder_from_checkpoint, load_checkpoint,
-                            tokenizer_from_checkpoint)
-    from dataset import Preprocess, VideoError
-    from encode import atomic_write_text, expand_video_paths, resolve_device
-    from model import EncoderLoadError
+def load_captioner(args):
+    """(encoder, decoder, tokenizer, preprocess) of the checkpoint --model_path, on --device."""
+    from checkpoint import decoder_from_checkpoint, encoder_from_checkpoint, load_checkpoint, tokenizer_from_checkpoint
+    from common import resolve_device
+    from dataset import Preprocess
+
+    device = resolve_device(args.device)
+    checkpoint = load_checkpoint(args.model_path)
+    tokenizer = tokenizer_from_checkpoint(checkpoint, args.tokenizer_path)
+    decoder = decoder_from_checkpoint(checkpoint).to(device)
+    encoder = encoder_from_checkpoint(checkpoint, args.xclip_model, device=device)
+    return encoder, decoder, tokenizer, Preprocess.from_dict(checkpoint["encoder"]["preprocess"])
+
+
+def caption_path(path, captioner, args) -> dict:
+    """One video's result as main prints it: its captions, or with --segment_seconds its segments."""
+    if args.segment_seconds:
+        return caption_segments(path, *captioner, args.segment_seconds, args.beam_size, args.max_len,
+                                args.length_penalty)
+    return caption_video(path, *captioner, views=args.views, num_captions=args.num_captions,
+                         beam_size=args.beam_size, max_len=args.max_len, length_penalty=args.length_penalty,
+                         sample=args.sample, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+
+
+def main(args) -> int:
+    from common import expand_video_paths
 
     for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 are printed escaped, not a crash
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     paths = expand_video_paths(args.video_path)
-    problem = check_args(args, len(paths))
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
-    device = resolve_device(args.device)
-    try:
-        checkpoint = load_checkpoint(args.model_path)
-        tokenizer = tokenizer_from_checkpoint(checkpoint, args.tokenizer_path)
-        decoder = decoder_from_checkpoint(checkpoint).to(device)
-        encoder = encoder_from_checkpoint(checkpoint, args.xclip_model, device=device)
-    except (CheckpointError, EncoderLoadError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    preprocess = Preprocess.from_dict(checkpoint["encoder"]["preprocess"])
     failures = 0
-    for path in paths:
-        try:
-            if args.segment_seconds:
-                result = caption_segments(path, encoder, decoder, tokenizer, preprocess, args.segment_seconds,
-                                          args.beam_size, args.max_len)
-            else:
-                result = caption_video(path, encoder, decoder, tokenizer, preprocess, args.beam_size,
-                                       args.num_captions, args.max_len, args.views)
-        except VideoError as error:
-            failures += 1
-            print(f"error: {error}", file=sys.stderr)
-            continue
-        for warning in result["warnings"]:
-            print(f"warning: {path}: {warning}", file=sys.stderr)
-        print_result(result, path, len(paths) > 1, args.json)
-        for subtitle_path, write in ((args.srt, format_srt), (args.vtt, format_vtt)):
-            if subtitle_path:
-                try:
-                    atomic_write_text(subtitle_path, write(result["segments"]))
-                except OSError as error:
-                    print(f"error: {subtitle_path}: cannot write subtitles ({error.strerror}); choose a writable "
-                          "path", file=sys.stderr)
-                    return 2
+    try:
+        problem = check_args(args, len(paths))
+        if problem:
+            raise UserError(problem)
+        captioner = load_captioner(args)
+        for path in paths:
+            try:
+                result = caption_path(path, captioner, args)
+            except UserError as error:  # a video that cannot be read: report it, caption the others
+                fail(error)
+                failures += 1
+                continue
+            for warning in result["warnings"]:
+                print(f"warning: {path}: {warning}", file=sys.stderr)
+            print_result(result, path, len(paths) > 1, args.json)
+            write_subtitles(result, args)
+    except UserError as error:
+        return fail(error)
     return 2 if failures else 0
+
+
+def write_subtitles(result, args) -> None:
+    """--srt / --vtt: the segments of the one video as subtitles."""
+    for subtitle_path, write in ((args.srt, format_srt), (args.vtt, format_vtt)):
+        if subtitle_path:
+            try:
+                write_text(subtitle_path, write(result["segments"]))
+            except OSError as error:
+                raise UserError(f"{subtitle_path}: cannot write subtitles ({error.strerror}); choose a writable "
+                                "path") from None
 
 
 if __name__ == "__main__":

@@ -5,29 +5,35 @@
     latents = encoder.encode(pixel_values)                       # (B, 512)
     captions = beam_search(decoder, latents, beam_size=5, max_len=30)
 
-The decoder is "pooled" (the latent (B, 512) sets the LSTM's initial state) or "attention" (it
-attends over X-CLIP's per-frame features (B, 16, 512) at every step, and starts from their mean).
+Names: a video's "latent" is X-CLIP's pooled vector (D,); its "frame features" are the per-frame
+vectors before that pooling (F, D). The decoder is "pooled" (the latent sets the LSTM's initial state)
+or "attention" (it attends over the frame features at every step and starts from their mean); what it
+reads, either one, is called its "features". Shapes: B batch, F frames, D feature size, T tokens,
+V vocabulary, L layers, H hidden size, K beams.
 
 Only nn.Modules, their config and decoding live here; files and flags belong to the scripts.
 """
+import hashlib
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-DEFAULT_XCLIP = "microsoft/xclip-base-patch32-16-frames"
+from common import DEFAULT_XCLIP, UserError
 
 
-class EncoderLoadError(Exception):
+class EncoderLoadError(UserError):
     """The X-CLIP weights could not be loaded; the message is one line saying what to do."""
 
 
 class XClipEncoder(nn.Module):
-    """Frozen X-CLIP video tower: pixel values (B, T, 3, H, W) -> one latent per video (B, D)."""
+    """Frozen X-CLIP video tower: pixel values (B, F, 3, S, S) -> one latent per video (B, D)."""
 
     def __init__(self, name_or_path=DEFAULT_XCLIP, dtype=torch.float32):
         super().__init__()
+        # transformers is imported here, not at the top: training and evaluating from the cache never load X-CLIP,
+        # and importing it costs those processes ~115 MiB.
         from transformers import XCLIPModel
         from transformers.utils import logging as hf_logging
 
@@ -50,7 +56,6 @@ class XClipEncoder(nn.Module):
 
     def fingerprint(self):
         """Short hash of the config and projection weights: equal for a hub model and a local copy of it."""
-        import hashlib
         digest = hashlib.sha256(self.model.config.to_json_string(use_diff=False).encode())
         for name in ("visual_projection", "text_projection"):
             digest.update(getattr(self.model, name).weight.detach().float().cpu().numpy().tobytes())
@@ -58,7 +63,7 @@ class XClipEncoder(nn.Module):
 
     @torch.inference_mode()
     def encode(self, pixel_values):
-        """(B, T, 3, H, W) float -> (B, D) float32 latents."""
+        """(B, F, 3, S, S) float -> (B, D) float32 latents."""
         device = next(self.model.parameters()).device
         pixel_values = pixel_values.to(device=device, dtype=self.dtype, non_blocking=True)
         output = self.model.get_video_features(pixel_values=pixel_values)
@@ -68,7 +73,7 @@ class XClipEncoder(nn.Module):
 
     @torch.inference_mode()
     def encode_with_frames(self, pixel_values):
-        """(B, T, 3, H, W) -> latents (B, D) as encode() gives them, and per-frame features (B, T, D).
+        """(B, F, 3, S, S) -> latents (B, D) as encode() gives them, and frame features (B, F, D).
 
         The per-frame features are X-CLIP's frame embeddings after its multi-frame integration
         transformer (MIT), before the mean over frames that makes the latent: the same path as
@@ -78,10 +83,10 @@ class XClipEncoder(nn.Module):
         device = next(self.model.parameters()).device
         pixel_values = pixel_values.to(device=device, dtype=self.dtype, non_blocking=True)
         batch, num_frames = pixel_values.shape[:2]
-        frame_embeds = self.model.vision_model(pixel_values=pixel_values.flatten(0, 1))[1]  # (B*T, hidden)
-        frame_embeds = self.model.visual_projection(frame_embeds).view(batch, num_frames, -1)  # (B, T, D)
+        frame_embeds = self.model.vision_model(pixel_values=pixel_values.flatten(0, 1))[1]  # (B*F, hidden)
+        frame_embeds = self.model.visual_projection(frame_embeds).view(batch, num_frames, -1)  # (B, F, D)
         mit_output = self.model.mit(frame_embeds)
-        return mit_output[1].float(), mit_output[0].float()  # (B, D), (B, T, D)
+        return mit_output[1].float(), mit_output[0].float()  # (B, D), (B, F, D)
 
     def train(self, mode=True):
         return super().train(False)  # frozen: always in eval mode
@@ -103,7 +108,7 @@ class DecoderConfig:
     pad_id: int = 0
     bos_id: int = 2
     eos_id: int = 3
-    decoder_type: str = "pooled"  # "pooled": latents (B, D); "attention": per-frame features (B, T, D)
+    decoder_type: str = "pooled"  # "pooled": latents (B, D); "attention": frame features (B, F, D)
     attention_dim: int = 256  # size of the additive attention's hidden layer (attention decoder only)
     num_frames: int = 16  # frames the attention decoder has position embeddings for
 
@@ -112,7 +117,7 @@ class DecoderConfig:
 
     @property
     def uses_frames(self):
-        """True when the decoder reads per-frame features (B, T, D) rather than pooled latents (B, D)."""
+        """True when the decoder reads frame features (B, F, D) rather than latents (B, D)."""
         return self.decoder_type == "attention"
 
 
@@ -131,23 +136,23 @@ class FrameAttention(nn.Module):
         self.score = nn.Linear(attention_dim, 1)
 
     def keys(self, frames):
-        """Frame features (B, T, D) -> their attention keys (B, T, A), computed once per decoding call."""
+        """Frame features (B, F, D) -> their attention keys (B, F, A), computed once per decoding call."""
         return self.frame_proj(frames) + self.position[: frames.size(1)]
 
     def forward(self, frames, keys, hidden):
-        """frames (B, T, D), keys (B, T, A), hidden (B, H) -> context (B, D), weights (B, T) summing to 1."""
-        scores = self.score(torch.tanh(keys + self.hidden_proj(hidden)[:, None])).squeeze(-1)  # (B, T)
-        weights = F.softmax(scores.float(), dim=-1).to(frames.dtype)  # (B, T)
-        return torch.bmm(weights[:, None], frames)[:, 0], weights  # (B, D), (B, T)
+        """frames (B, F, D), keys (B, F, A), hidden (B, H) -> context (B, D), weights (B, F) summing to 1."""
+        scores = self.score(torch.tanh(keys + self.hidden_proj(hidden)[:, None])).squeeze(-1)  # (B, F)
+        weights = F.softmax(scores.float(), dim=-1).to(frames.dtype)  # (B, F)
+        return torch.bmm(weights[:, None], frames)[:, 0], weights  # (B, D), (B, F)
 
 
 class CaptionDecoder(nn.Module):
-    """LSTM language model whose (h, c) in every layer start from a projection of the video latent.
+    """LSTM language model whose (h, c) in every layer start from a projection of the video's features.
 
-    Latents arrive raw; they are standardised here with the training split's mean and std
+    Features arrive raw; they are standardised here with the training split's mean and std
     (buffers saved in the checkpoint), so every caller feeds the encoder's output unchanged.
-    With decoder_type "attention" the "latents" are per-frame features (B, T, D): the initial
-    state comes from their mean, and every step also reads an attention-weighted mix of them.
+    The pooled decoder reads latents (B, D); the attention decoder reads frame features (B, F, D),
+    starts from their mean, and at every step also reads an attention-weighted mix of them.
     """
 
     def __init__(self, config: DecoderConfig):
@@ -171,37 +176,36 @@ class CaptionDecoder(nn.Module):
         self.head = nn.Linear(config.hidden_dim, config.vocab_size)
 
     def set_latent_stats(self, mean, std):
-        """Store the training split's latent mean and std (D,) used to standardise inputs."""
+        """Store the training split's feature mean and std (D,) used to standardise inputs."""
         self.latent_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         self.latent_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-6))
 
-    def init_state(self, latents):
-        """Raw latents (B, D) -> decoding state (h, c, latents): h, c (L, B, H), latents standardised (B, D).
+    def init_state(self, features):
+        """Raw features -> decoding state (h, c, features): h, c (L, B, H), features standardised (B, D) or (B, F, D).
 
-        The attention decoder takes frame features (B, T, D) and keeps them, standardised, in the state,
-        so that beam search's select_state reorders them along with h and c.
+        The state keeps the features, so that beam search's select_state reorders them along with h and c.
         """
         cfg = self.config
-        if latents.dim() != (3 if cfg.uses_frames else 2):
-            wanted = "per-frame features (B, T, D)" if cfg.uses_frames else "latents (B, D)"
-            raise ValueError(f"the {cfg.decoder_type} decoder takes {wanted}, got shape {tuple(latents.shape)}")
-        latents = (latents.float() - self.latent_mean) / self.latent_std  # (B, D) or (B, T, D)
-        pooled = latents.mean(dim=1) if cfg.uses_frames else latents  # (B, D)
+        if features.dim() != (3 if cfg.uses_frames else 2):
+            wanted = "per-frame features (B, F, D)" if cfg.uses_frames else "latents (B, D)"
+            raise ValueError(f"the {cfg.decoder_type} decoder takes {wanted}, got shape {tuple(features.shape)}")
+        features = (features.float() - self.latent_mean) / self.latent_std  # (B, D) or (B, F, D)
+        pooled = features.mean(dim=1) if cfg.uses_frames else features  # (B, D)
         projected = self.init_state_proj(pooled).view(-1, 2, cfg.num_layers, cfg.hidden_dim)
         h = torch.tanh(projected[:, 0]).transpose(0, 1).contiguous()  # (L, B, H)
         c = projected[:, 1].transpose(0, 1).contiguous()  # (L, B, H)
-        return h, c, latents
+        return h, c, features
 
     def _run(self, tokens, state):
         """tokens (B, T), state -> hidden outputs (B, T, H), new state."""
-        h, c, latents = state
+        h, c, features = state
         inputs = self.dropout(self.embed(tokens))  # (B, T, E)
         if self.attention is not None:
-            return self._run_attending(inputs, h, c, latents)
+            return self._run_attending(inputs, h, c, features)
         if self.config.latent_every_step:
-            inputs = torch.cat([inputs, latents[:, None].expand(-1, tokens.size(1), -1)], dim=-1)
+            inputs = torch.cat([inputs, features[:, None].expand(-1, tokens.size(1), -1)], dim=-1)
         outputs, (h, c) = self.lstm(inputs, (h, c))  # (B, T, H)
-        return self.dropout(outputs), (h, c, latents)
+        return self.dropout(outputs), (h, c, features)
 
     def _run_attending(self, inputs, h, c, frames):
         """Embedded tokens (B, T, E) one step at a time, each step's input joined by the frame context
@@ -215,10 +219,10 @@ class CaptionDecoder(nn.Module):
             outputs.append(output)
         return self.dropout(torch.cat(outputs, dim=1)), (h, c, frames)
 
-    def forward(self, latents, tokens, targets=None):
-        """latents (B, D) (attention: (B, F, D)), tokens (B, T) starting with BOS -> logits (B, T, V), loss
-        (padding ignored)."""
-        outputs, _ = self._run(tokens, self.init_state(latents))
+    def forward(self, features, tokens, targets=None):
+        """features: latents (B, D), or frame features (B, F, D) for the attention decoder; tokens (B, T) starting
+        with BOS -> logits (B, T, V), loss (padding ignored)."""
+        outputs, _ = self._run(tokens, self.init_state(features))
         logits = self.head(outputs)  # (B, T, V)
         loss = None
         if targets is not None:
@@ -234,9 +238,9 @@ class CaptionDecoder(nn.Module):
 
 
 def select_state(state, index):
-    """Pick rows `index` (N,) of a decoding state along its batch dimension (latents (B, D) or frames (B, T, D))."""
-    h, c, latents = state
-    return h[:, index], c[:, index], latents[index]
+    """Pick rows `index` (N,) of a decoding state along its batch dimension."""
+    h, c, features = state
+    return h[:, index], c[:, index], features[index]
 
 
 def _strip(ids, config):
@@ -250,11 +254,11 @@ def _strip(ids, config):
     return out
 
 
-def _decode_one_token_at_a_time(decoder, latents, max_len, pick):
+def _decode_one_token_at_a_time(decoder, features, max_len, pick):
     """Feed each step's choice back in: pick(log_probs (B, V)) -> tokens (B,). One id list per video."""
     cfg = decoder.config
-    state = decoder.init_state(latents)
-    tokens = torch.full((latents.size(0),), cfg.bos_id, dtype=torch.long, device=latents.device)
+    state = decoder.init_state(features)
+    tokens = torch.full((features.size(0),), cfg.bos_id, dtype=torch.long, device=features.device)
     finished = torch.zeros_like(tokens, dtype=torch.bool)
     steps = []
     for _ in range(max_len):
@@ -268,13 +272,13 @@ def _decode_one_token_at_a_time(decoder, latents, max_len, pick):
 
 
 @torch.inference_mode()
-def greedy(decoder, latents, max_len=30):
+def greedy(decoder, features, max_len=30):
     """Most likely token at every step. Returns one list of token ids per video."""
-    return _decode_one_token_at_a_time(decoder, latents, max_len, lambda log_probs: log_probs.argmax(dim=-1))
+    return _decode_one_token_at_a_time(decoder, features, max_len, lambda log_probs: log_probs.argmax(dim=-1))
 
 
 @torch.inference_mode()
-def beam_search(decoder, latents, beam_size=5, max_len=30, length_penalty=1.0, n_best=1):
+def beam_search(decoder, features, beam_size=5, max_len=30, length_penalty=1.0, n_best=1):
     """Beam search batched over videos and beams in one (B * K) tensor.
 
     Beams are ranked by summed log-probability while searching; at the end each is scored by
@@ -283,9 +287,9 @@ def beam_search(decoder, latents, beam_size=5, max_len=30, length_penalty=1.0, n
     Beam size 1 picks the same tokens as greedy().
     """
     cfg = decoder.config
-    batch, beams = latents.size(0), beam_size
-    device = latents.device
-    state = decoder.init_state(latents)
+    batch, beams = features.size(0), beam_size
+    device = features.device
+    state = decoder.init_state(features)
     state = select_state(state, torch.arange(batch, device=device).repeat_interleave(beams))
     tokens = torch.full((batch * beams,), cfg.bos_id, dtype=torch.long, device=device)
     scores = torch.zeros(batch, beams, device=device)
@@ -321,9 +325,9 @@ def beam_search(decoder, latents, beam_size=5, max_len=30, length_penalty=1.0, n
 
 
 @torch.inference_mode()
-def sample(decoder, latents, max_len=30, temperature=1.0, top_p=1.0, seed=None):
+def sample(decoder, features, max_len=30, temperature=1.0, top_p=1.0, seed=None):
     """Ancestral sampling with temperature and nucleus (top-p) filtering, reproducible from seed."""
-    generator = torch.Generator(device=latents.device)
+    generator = torch.Generator(device=features.device)
     generator.manual_seed(0 if seed is None else seed)
 
     def pick(log_probs):
@@ -334,4 +338,19 @@ def sample(decoder, latents, max_len=30, temperature=1.0, top_p=1.0, seed=None):
             probs = torch.zeros_like(probs).scatter(-1, sorted_index, sorted_probs.masked_fill(outside, 0.0))
         return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
-    return _decode_one_token_at_a_time(decoder, latents, max_len, pick)
+    return _decode_one_token_at_a_time(decoder, features, max_len, pick)
+
+
+def caption_features(decoder, tokenizer, features, beam_size=5, max_len=30, batch_size=256, length_penalty=1.0):
+    """Features of N videos (latents (N, D), or frame features (N, F, D) for the attention decoder) -> N captions
+    (text): beam search over batches of videos, greedy decoding when beam_size is 1 (the same tokens, faster)."""
+    captions = []
+    for start in range(0, len(features), batch_size):
+        batch = features[start:start + batch_size]
+        if beam_size == 1:
+            ids = greedy(decoder, batch, max_len=max_len)
+        else:
+            ids = [best[0][0] for best in beam_search(decoder, batch, beam_size=beam_size, max_len=max_len,
+                                                      length_penalty=length_penalty)]
+        captions += [tokenizer.decode(caption_ids) for caption_ids in ids]
+    return captions

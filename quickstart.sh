@@ -8,8 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 out=${QUICKSTART_DIR:-quickstart}
 python=${PYTHON:-python}
-# The quickstart's tensors are tiny: one torch thread beats two that wait on each other (measured 1.5-10x
-# on a busy 2-core machine); DataLoader workers still decode on the other core.
+# The quickstart's tensors are tiny: one torch thread beats two that wait on each other on a small machine;
+# DataLoader workers still decode on the other core.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 $python synthetic.py --num_videos ${QUICKSTART_VIDEOS:-600} --out_dir "$out/data" --tiny_xclip "$out/tiny-xclip"
@@ -19,6 +19,6 @@ $python train.py --data_dir "$out/data" --tokenizer_path "$out/tokenizer.model" 
     --warmup_steps 100 --patience 0 --num_workers 2
 $python evaluate.py --model_path "$out/models/best.pt" --data_dir "$out/data" --split test \
     --xclip_model "$out/tiny-xclip" --cache_dir "$out/cache" --out "$out/results.json"
-clip=$($python -c "import sys; from dataset import load_msrvtt; m = load_msrvtt(sys.argv[1]); print(m.video_path(m.splits['test'][0]))" "$out/data")
+clip=$($python -c "import sys; from annotations import load_msrvtt; m = load_msrvtt(sys.argv[1]); print(m.video_path(m.splits['test'][0]))" "$out/data")
 echo "caption for $clip:"
 $python inference.py --model_path "$out/models/best.pt" --xclip_model "$out/tiny-xclip" --video_path "$clip"

@@ -1,6 +1,7 @@
 """Synthetic stand-ins for MSR-VTT and X-CLIP, for tests, the offline quickstart and benchmarks.
 
     python synthetic.py --out_dir data --num_videos 300 --tiny_xclip models/tiny-xclip
+    python synthetic.py --out_dir data --num_videos 400 --task order     # colour changes and turns
 
 make_synthetic_msrvtt writes clips of one coloured shape moving over a plain background, laid out
 exactly as MSRVTT.zip unpacks (data/MSRVTT/annotation/MSR_VTT.json, data/MSRVTT/videos/all/videoN.mp4,
@@ -16,9 +17,13 @@ import shutil
 import sys
 from pathlib import Path
 
+import av
 import numpy as np
+import torch
+from tqdm import tqdm
+from transformers import XCLIPConfig, XCLIPModel
 
-from encode import atomic_write_text
+from common import fail, write_json, write_text
 
 COLOURS = {  # name -> RGB; bright enough to stand out on the dark backgrounds below
     "red": (220, 30, 30),
@@ -214,8 +219,6 @@ def render_clip(rng, attributes, num_frames, width, height):
 
 def pick_codec(codec=None):
     """libx264 when this PyAV build has it, else mpeg4; an explicit name is checked and returned."""
-    import av
-
     available = av.codecs_available
     if codec is not None:
         if codec not in available:
@@ -226,8 +229,6 @@ def pick_codec(codec=None):
 
 def write_clip(path, frames, fps, codec="libx264"):
     """Encode uint8 (T, H, W, 3) frames to an mp4 (yuv420p), atomically; single-threaded so the bytes repeat."""
-    import av
-
     path = Path(path)
     temp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     height, width = frames.shape[1:3]
@@ -276,10 +277,6 @@ def split_video_ids(video_ids):
     }
 
 
-def _write_json(path, payload):
-    atomic_write_text(path, json.dumps(payload, indent=1) + "\n")
-
-
 def _is_complete(root, params):
     """True when root holds a synthetic dataset made with exactly these parameters."""
     params_path = root / "annotation" / "synthetic.json"
@@ -303,8 +300,6 @@ def make_synthetic_msrvtt(out_dir, num_videos=300, seed=0, width=64, height=48, 
     A dataset already made with the same parameters is kept as it is. A real (non-synthetic) MSRVTT
     folder is never overwritten: FileExistsError.
     """
-    from tqdm import tqdm
-
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
     if num_videos < 3:
@@ -328,32 +323,8 @@ def make_synthetic_msrvtt(out_dir, num_videos=300, seed=0, width=64, height=48, 
     # sits where load_msrvtt would find it.
     scratch = out_dir / f".MSRVTT.partial{os.getpid()}"
     shutil.rmtree(scratch, ignore_errors=True)
-    (scratch / "annotation").mkdir(parents=True)
-    (scratch / "videos" / "all").mkdir(parents=True)
-    (scratch / SPLIT_FILES).mkdir(parents=True)
     try:
-        video_ids = [f"video{index}" for index in range(num_videos)]
-        images, annotations, attributes_by_video = [], [], {}
-        for index, video_id in enumerate(tqdm(video_ids, desc="synthetic clips", disable=not progress)):
-            rng = video_rng(seed, index)
-            attributes = sample_attributes(rng, task)
-            frames = render_clip(rng, attributes, num_frames, width, height)  # (T, H, W, 3)
-            write_clip(scratch / "videos" / "all" / f"{video_id}.mp4", frames, fps, codec)
-            num_captions = int(rng.integers(min_captions, max_captions + 1))
-            for caption in make_captions(rng, attributes, num_captions):
-                annotations.append({"caption": caption, "id": len(annotations), "image_id": video_id})
-            images.append({"id": video_id})
-            attributes_by_video[video_id] = attributes
-        annotation = {
-            "info": {"description": f"synthetic MSR-VTT stand-in ({task}), made by synthetic.py",
-                     "version": "1.0", "year": "2024"},
-            "images": images, "licenses": [], "type": "captions", "annotations": annotations,
-        }
-        _write_json(scratch / "annotation" / "MSR_VTT.json", annotation)
-        _write_json(scratch / "annotation" / "attributes.json", attributes_by_video)
-        for name, ids in split_video_ids(video_ids).items():
-            atomic_write_text(scratch / SPLIT_FILES / name, "\n".join(ids))  # no trailing newline, as shipped
-        _write_json(scratch / "annotation" / "synthetic.json", params)  # last: marks the set complete
+        write_dataset(scratch, params, progress)
         if root.exists():
             shutil.rmtree(root)
         os.replace(scratch, root)
@@ -362,10 +333,43 @@ def make_synthetic_msrvtt(out_dir, num_videos=300, seed=0, width=64, height=48, 
     return out_dir
 
 
-def load_attributes(data_dir):
-    """Ground truth of a synthetic dataset: video id -> {colour, size, shape, direction, ...}."""
-    path = Path(data_dir) / "MSRVTT" / "annotation" / "attributes.json"
-    return json.loads(path.read_text(encoding="utf-8"))
+def write_dataset(root, params, progress=True):
+    """Write the clips, MSR_VTT.json, attributes.json, the split lists, and last synthetic.json, under root."""
+    (root / "annotation").mkdir(parents=True)
+    (root / "videos" / "all").mkdir(parents=True)
+    (root / SPLIT_FILES).mkdir(parents=True)
+    video_ids = [f"video{index}" for index in range(params["num_videos"])]
+    images, annotations, attributes_by_video = [], [], {}
+    for index, video_id in enumerate(tqdm(video_ids, desc="synthetic clips", disable=not progress)):
+        rng = video_rng(params["seed"], index)
+        attributes = sample_attributes(rng, params["task"])
+        frames = render_clip(rng, attributes, params["num_frames"], params["width"], params["height"])  # (T, H, W, 3)
+        write_clip(root / "videos" / "all" / f"{video_id}.mp4", frames, params["fps"], params["codec"])
+        num_captions = int(rng.integers(params["min_captions"], params["max_captions"] + 1))
+        for caption in make_captions(rng, attributes, num_captions):
+            annotations.append({"caption": caption, "id": len(annotations), "image_id": video_id})
+        images.append({"id": video_id})
+        attributes_by_video[video_id] = attributes
+    annotation = {
+        "info": {"description": f"synthetic MSR-VTT stand-in ({params['task']}), made by synthetic.py",
+                 "version": "1.0", "year": "2024"},
+        "images": images, "licenses": [], "type": "captions", "annotations": annotations,
+    }
+    write_json(root / "annotation" / "MSR_VTT.json", annotation, indent=1)
+    write_json(root / "annotation" / "attributes.json", attributes_by_video, indent=1)
+    for name, ids in split_video_ids(video_ids).items():
+        write_text(root / SPLIT_FILES / name, "\n".join(ids))  # no trailing newline, as shipped
+    write_json(root / "annotation" / "synthetic.json", params, indent=1)  # last: marks the set complete
+
+
+def load_attributes(folder):
+    """Ground truth of a synthetic dataset: video id -> {colour, size, shape, direction, ...}, from
+    folder/annotation/attributes.json or folder/MSRVTT/annotation/attributes.json; None when there is none
+    (the dataset is not synthetic)."""
+    for path in (Path(folder) / "annotation" / "attributes.json", Path(folder) / "MSRVTT" / "annotation" / "attributes.json"):
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+    return None
 
 
 def caption_attributes(caption):
@@ -402,6 +406,62 @@ def attribute_accuracy(captions_by_video, attributes_by_video, keys=("colour", "
     return {key: correct[key] / len(video_ids) for key in keys}
 
 
+def caption_events(caption):
+    """What a caption says happened first and second: {"directions": (first, second), "colours": (first, second)},
+    each None when the caption names fewer than two different ones. "B after A" counts as A, then B."""
+    words = caption.lower().replace(",", " ").split()
+    lookups = {"directions": {word: name for name, synonyms in DIRECTION_WORDS.items() for word in synonyms},
+               "colours": {name: name for name in COLOURS}}
+    events = {}
+    for kind, lookup in lookups.items():
+        named = []  # (word position, canonical name) of the first two different names
+        for position, word in enumerate(words):
+            if word in lookup and lookup[word] not in [name for _, name in named]:
+                named.append((position, lookup[word]))
+            if len(named) == 2:
+                break
+        if len(named) < 2:
+            events[kind] = None
+            continue
+        (first_at, first), (second_at, second) = named
+        events[kind] = (second, first) if "after" in words[first_at:second_at] else (first, second)
+    return events
+
+
+def order_accuracy(captions_by_video, attributes_by_video):
+    """On the synthetic "order" task: share of videos whose caption names their two events (directions of a path
+    with a turn, or colours of a colour change) in the right order ("order_accuracy"), and in any order
+    ("order_content_accuracy"), so that knowing what happens and knowing when can be told apart; the same for
+    each kind of clip alone ("..._path", "..._colour_change"). {} for a set without the order task."""
+    field = {"path": "directions", "colour_change": "colours"}
+    video_ids = [vid for vid in captions_by_video if attributes_by_video.get(vid, {}).get("kind") in field]
+    if not video_ids:
+        return {}
+    in_order, any_order = {}, {}  # video id -> 0/1
+    for vid in video_ids:
+        attributes = attributes_by_video[vid]
+        truth = tuple(attributes[field[attributes["kind"]]])
+        named = caption_events(captions_by_video[vid])[field[attributes["kind"]]]
+        in_order[vid] = int(named == truth)
+        any_order[vid] = int(named is not None and sorted(named) == sorted(truth))
+    result = {}
+    for suffix, kinds in (("", tuple(field)), ("_path", ("path",)), ("_colour_change", ("colour_change",))):
+        chosen = [vid for vid in video_ids if attributes_by_video[vid]["kind"] in kinds]
+        if chosen:
+            result[f"order_accuracy{suffix}"] = sum(in_order[vid] for vid in chosen) / len(chosen)
+            result[f"order_content_accuracy{suffix}"] = sum(any_order[vid] for vid in chosen) / len(chosen)
+    return result
+
+
+def synthetic_metrics(captions_by_video, attributes_by_video):
+    """What evaluate.py adds on a synthetic set: {colour,size,shape,direction}_accuracy, and on the "order" task
+    the order accuracies."""
+    metrics = {f"{name}_accuracy": value
+               for name, value in attribute_accuracy(captions_by_video, attributes_by_video).items()}
+    metrics.update(order_accuracy(captions_by_video, attributes_by_video))
+    return metrics
+
+
 def make_tiny_xclip(out_dir, seed=0, num_frames=16):
     """Write a tiny randomly initialised XCLIPModel (loadable with XCLIPModel.from_pretrained) and return its folder.
 
@@ -409,9 +469,6 @@ def make_tiny_xclip(out_dir, seed=0, num_frames=16):
     Like any model saved with save_pretrained, it has no preprocessor_config.json: dataset.load_preprocess
     then gives X-CLIP's defaults at the config's image size (32).
     """
-    import torch
-    from transformers import XCLIPConfig, XCLIPModel
-
     out_dir = Path(out_dir)
     vision_config = dict(
         hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
@@ -461,8 +518,7 @@ def main(args):
                                          width=args.width, height=args.height, num_frames=args.num_frames,
                                          fps=args.fps, task=args.task)
     except (ValueError, FileExistsError) as error:
-        print(f"synthetic.py: {error}", file=sys.stderr)
-        return 2
+        return fail(error)
     print(f"synthetic MSR-VTT ({args.num_videos} clips, task {args.task}) in {Path(data_dir) / 'MSRVTT'}")
     if args.tiny_xclip:
         print(f"tiny X-CLIP in {make_tiny_xclip(args.tiny_xclip, seed=args.seed)}")

@@ -1,14 +1,15 @@
-"""Train the LSTM caption decoder on cached X-CLIP latents of MSR-VTT.
+"""Train the LSTM caption decoder on cached X-CLIP latents.
 
     python train.py --data_dir data --tokenizer_path tokenizer.model --epochs 20
 
-Latents come from the on-disk cache (missing ones are encoded first, once). Under
-`torchrun --nproc_per_node N train.py ...` it trains with DistributedDataParallel (NCCL on GPUs,
-gloo on CPU): each rank encodes its shard of the missing videos, takes its slice of every global
-batch, and rank 0 validates and writes the files. Each epoch prints
+Latents come from the on-disk cache (missing ones are encoded first, once). Each epoch prints
 train loss, validation loss and validation CIDEr (beam search on the val videos, all references),
 writes models/last.pt, models/best.pt (by CIDEr) and a line in models/log.jsonl. --resume continues
 a killed run from last.pt; on CPU with a fixed seed it ends with the same weights as an unbroken run.
+
+Under `torchrun --nproc_per_node N train.py ...` it trains with DistributedDataParallel (NCCL on GPUs,
+gloo on CPU): each rank encodes its shard of the missing videos, takes its slice of every global
+batch, and rank 0 validates and writes the files.
 
 --views K trains on K cached samplings per video, one drawn per video each epoch (seeded by the epoch,
 so --resume stays exact); validation averages them. --decoder attention trains the decoder that
@@ -20,20 +21,30 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import sentencepiece as spm
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from annotations import add_data_arguments, load_dataset, normalize_caption
+from checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
+from common import DEFAULT_XCLIP, UserError, fail, resolve_device, write_text
+from encode import load_encoder, split_latents
+from evaluate import score_captions
+from model import CaptionDecoder, DecoderConfig, caption_features
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     data = parser.add_argument_group("data")
-    data.add_argument("--data_dir", default="data", help="folder holding MSRVTT/ (or MSRVTT/ itself)")
-    data.add_argument("--scheme", default="official", choices=["official", "1k-A"], help="MSR-VTT split scheme")
+    add_data_arguments(data)
     data.add_argument("--tokenizer_path", default="tokenizer.model", help="sentencepiece model from create_tokenizer.py")
-    data.add_argument("--xclip_model", default="microsoft/xclip-base-patch32-16-frames",
-                      help="X-CLIP hub name or local folder (frozen video encoder)")
+    data.add_argument("--xclip_model", default=DEFAULT_XCLIP, help="X-CLIP hub name or local folder (frozen video encoder)")
     data.add_argument("--cache_dir", default="cache", help="where the latent cache lives")
     data.add_argument("--encode_dtype", default="fp32", choices=["fp32", "bf16"], help="encoder precision for the cache")
     data.add_argument("--views", type=int, default=1,
@@ -53,10 +64,12 @@ def parse_args(argv=None):
     model.add_argument("--attention_dim", type=int, default=256, help="attention hidden size (--decoder attention)")
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=int, default=20, help="maximum epochs")
-    optim.add_argument("--batch_size", type=int, default=128, help="captions per batch")
+    optim.add_argument("--batch_size", type=int, default=128, help="captions per batch (global, under torchrun)")
     optim.add_argument("--learning_rate", type=float, default=1e-3, help="peak AdamW learning rate")
     optim.add_argument("--weight_decay", type=float, default=0.01, help="AdamW weight decay")
-    optim.add_argument("--warmup_steps", type=int, default=500, help="linear warm-up steps, then cosine decay")
+    optim.add_argument("--warmup_steps", type=int, default=500,
+                       help="linear warm-up steps, then cosine decay; capped at a tenth of all steps + 1, so that "
+                            "short runs still spend most of their steps at a useful learning rate")
     optim.add_argument("--grad_clip", type=float, default=1.0, help="max gradient norm (0 = off)")
     optim.add_argument("--label_smoothing", type=float, default=0.1, help="label smoothing of the loss")
     optim.add_argument("--patience", type=int, default=5, help="stop after this many epochs without a better val CIDEr (0 = never)")
@@ -70,10 +83,11 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+# ----------------------------------------------------------------------------------------------------------------------
+# Data: captions as token rows, features from the cache
+
 def encode_captions(captions, tokenizer, max_len):
     """Captions -> (N, max_len + 1) int64 array: BOS, the normalised caption's ids, EOS, padding."""
-    from create_tokenizer import normalize_caption
-
     pad, bos, eos = tokenizer.pad_id(), tokenizer.bos_id(), tokenizer.eos_id()
     ids = tokenizer.encode([normalize_caption(c) for c in captions])
     rows = np.full((len(captions), max_len + 1), pad, dtype=np.int64)
@@ -90,13 +104,82 @@ def caption_table(video_ids, captions_by_video, tokenizer, max_len):
     return video_index, encode_captions(captions, tokenizer, max_len)
 
 
-def pick_views(latents, seed, epoch):
-    """One view per video for this epoch: latents (N, K, ...) -> (N, ...), drawn from (seed, epoch) alone, so
-    that every rank and a resumed run draw the same views."""
-    import torch
+@dataclass
+class Split:
+    """One split as training reads it: its videos, their features and every caption as a token row."""
 
-    views = np.random.default_rng([seed, epoch]).integers(latents.size(1), size=latents.size(0))  # (N,)
-    return latents[torch.arange(latents.size(0), device=latents.device), torch.from_numpy(views).to(latents.device)]
+    video_ids: list
+    features: np.ndarray      # latents (N, D), or frame features (N, F, D); with views (N, K, ...) for train
+    video_index: np.ndarray   # (C,) row of features for each caption
+    rows: np.ndarray          # (C, max_len + 1) BOS, caption ids, EOS, padding
+
+
+@dataclass
+class TrainingData:
+    tokenizer: spm.SentencePieceProcessor
+    tokenizer_proto: bytes
+    captions: dict            # video id -> raw captions (references for validation)
+    train: Split
+    val: Split
+    encoder_meta: dict        # the cache's record of the encoder, stored in every checkpoint
+    resume: dict | None       # last.pt when --resume
+
+
+def prepare_data(args, device, world_size) -> TrainingData:
+    """Tokenizer, the checkpoint to resume from, the dataset, and the train/val features from the cache (encoding
+    what it lacks: under torchrun each rank its shard)."""
+    if not Path(args.tokenizer_path).is_file():
+        raise UserError(f"{args.tokenizer_path}: no tokenizer; run create_tokenizer.py first")
+    tokenizer_proto = Path(args.tokenizer_path).read_bytes()
+    tokenizer = spm.SentencePieceProcessor(model_proto=tokenizer_proto)
+    last = Path(args.out_dir) / "last.pt"
+    resume = load_checkpoint(last) if args.resume else None
+    if resume is not None and resume["tokenizer"] != tokenizer_proto:
+        raise CheckpointError(f"{args.tokenizer_path}: differs from the tokenizer of {last}")
+    dataset = load_dataset(args)
+    encoder, _ = load_encoder(args.xclip_model, args.encode_dtype, device)
+    features_by_split, cache = split_latents(dataset, ["train", "val"], encoder, args.cache_dir, args.encode_dtype,
+                                             args.num_workers, barrier=dist.barrier if world_size > 1 else None,
+                                             views=args.views, frame_features=args.decoder == "attention")
+    del encoder  # the cache is all training needs
+    (train_ids, train_features), (val_ids, val_features) = features_by_split["train"], features_by_split["val"]
+    if not train_ids or not val_ids:
+        raise UserError(f"{args.data_dir}: need videos in both train and val splits "
+                        f"(found {len(train_ids)} and {len(val_ids)})")
+    if args.views > 1:
+        val_features = val_features.mean(axis=1)  # validation sees the mean of the views, as evaluate.py --views does
+    splits = [Split(ids, features, *caption_table(ids, dataset.captions, tokenizer, args.max_len))
+              for ids, features in ((train_ids, train_features), (val_ids, val_features))]
+    return TrainingData(tokenizer, tokenizer_proto, dataset.captions, *splits, dict(cache.meta), resume)
+
+
+def pick_views(features, seed, epoch):
+    """One view per video for this epoch: features (N, K, ...) -> (N, ...), drawn from (seed, epoch) alone, so
+    that every rank and a resumed run draw the same views."""
+    views = np.random.default_rng([seed, epoch]).integers(features.size(1), size=features.size(0))  # (N,)
+    return features[torch.arange(features.size(0), device=features.device), torch.from_numpy(views).to(features.device)]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Decoder and optimisation
+
+def build_decoder(args, data: TrainingData) -> CaptionDecoder:
+    """A fresh decoder (seeded by --seed) sized for the tokenizer and the features, standardising them with the
+    training split's statistics."""
+    torch.manual_seed(args.seed)
+    features = data.train.features
+    latent_dim = features.shape[-1]
+    tokenizer = data.tokenizer
+    config = DecoderConfig(vocab_size=tokenizer.get_piece_size(), latent_dim=latent_dim, embed_dim=args.embed_dim,
+                           hidden_dim=args.hidden_dim, num_layers=args.num_layers, dropout=args.dropout,
+                           latent_every_step=args.latent_every_step, label_smoothing=args.label_smoothing,
+                           pad_id=tokenizer.pad_id(), bos_id=tokenizer.bos_id(), eos_id=tokenizer.eos_id(),
+                           decoder_type=args.decoder, attention_dim=args.attention_dim,
+                           num_frames=int(data.encoder_meta["num_frames"]))
+    decoder = CaptionDecoder(config)
+    flat = features.reshape(-1, latent_dim)  # every view and frame counts in the statistics
+    decoder.set_latent_stats(flat.mean(0), flat.std(0))
+    return decoder
 
 
 def lr_lambda(warmup_steps, total_steps):
@@ -109,7 +192,16 @@ def lr_lambda(warmup_steps, total_steps):
     return factor
 
 
-def run_epoch(model, latents, video_index, rows, batch_size, device, optimizer=None, scheduler=None,
+def make_optimizer(args, decoder, num_captions):
+    """AdamW, and a scheduler warming up for --warmup_steps (at most a tenth of all steps + 1), then cosine."""
+    optimizer = torch.optim.AdamW(decoder.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    total_steps = math.ceil(num_captions / args.batch_size) * args.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(min(args.warmup_steps, total_steps // 10 + 1), total_steps))
+    return optimizer, scheduler
+
+
+def run_epoch(model, features, video_index, rows, batch_size, device, optimizer=None, scheduler=None,
               grad_clip=0.0, generator=None, desc="train", rank=0, world_size=1):
     """One pass over the captions; trains when an optimizer is given. Returns the mean loss.
 
@@ -117,9 +209,6 @@ def run_epoch(model, latents, video_index, rows, batch_size, device, optimizer=N
     each; the loss is rescaled so that DDP's gradient average equals the single-process gradient of
     the whole batch (a token-weighted mean), whatever the ranks' token counts.
     """
-    import torch
-    from tqdm import tqdm
-
     pad_id = getattr(model, "module", model).config.pad_id
     training = optimizer is not None
     model.train(training)
@@ -142,9 +231,9 @@ def run_epoch(model, latents, video_index, rows, batch_size, device, optimizer=N
         batch_rows = rows[batch]
         length = int((batch_rows != pad_id).sum(1).max())  # trim padding columns
         batch_rows = batch_rows[:, :length].to(device, non_blocking=True)
-        batch_latents = latents[video_index[batch].to(latents.device)]  # (B, D)
+        batch_features = features[video_index[batch].to(features.device)]  # (B, D) or (B, F, D)
         with torch.set_grad_enabled(training), autocast:
-            _, loss = model(batch_latents, batch_rows[:, :-1], batch_rows[:, 1:])
+            _, loss = model(batch_features, batch_rows[:, :-1], batch_rows[:, 1:])
         if training:
             optimizer.zero_grad(set_to_none=True)
             (loss * scale if world_size > 1 else loss).backward()
@@ -158,12 +247,25 @@ def run_epoch(model, latents, video_index, rows, batch_size, device, optimizer=N
     return total_loss / max(1, total_count)
 
 
+def validate(decoder, tokenizer, val: Split, features, references, args, device):
+    """Validation loss (teacher forcing) on every val caption, and caption metrics (beam search, all references,
+    no METEOR) on the videos in `references`."""
+    with torch.no_grad():
+        loss = run_epoch(decoder, features, val.video_index, val.rows, args.batch_size, device, desc="val loss")
+    position = {video_id: row for row, video_id in enumerate(val.video_ids)}
+    video_ids = list(references)
+    rows = torch.tensor([position[video_id] for video_id in video_ids], device=features.device)
+    captions = caption_features(decoder, tokenizer, features[rows], beam_size=args.beam_size, max_len=args.max_len)
+    # No JVM per epoch: the Python PTB tokenizer (equal to Java's on all but 2 of MSR-VTT's 200k captions), no METEOR.
+    metrics = score_captions(dict(zip(video_ids, captions)), references, java=False, meteor=False)
+    return loss, metrics, captions
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The run: distributed set-up, resume, the epoch loop and its files
+
 def setup_distributed(device_name):
     """(rank, world_size, device). torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; plain python is rank 0 of 1."""
-    import torch
-    import torch.distributed as dist
-    from encode import resolve_device
-
     device = torch.device(resolve_device(device_name))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     if world_size == 1:
@@ -175,30 +277,17 @@ def setup_distributed(device_name):
     return dist.get_rank(), world_size, device
 
 
-def make_decoder(args, vocab_size, latent_dim, tokenizer, num_frames=16):
-    from model import CaptionDecoder, DecoderConfig
-
-    config = DecoderConfig(vocab_size=vocab_size, latent_dim=latent_dim, embed_dim=args.embed_dim,
-                           hidden_dim=args.hidden_dim, num_layers=args.num_layers, dropout=args.dropout,
-                           latent_every_step=args.latent_every_step, label_smoothing=args.label_smoothing,
-                           pad_id=tokenizer.pad_id(), bos_id=tokenizer.bos_id(), eos_id=tokenizer.eos_id(),
-                           decoder_type=args.decoder, attention_dim=args.attention_dim, num_frames=num_frames)
-    return CaptionDecoder(config)
-
-
-def validate(decoder, tokenizer, latents, video_index, rows, references, args, device):
-    """Validation loss (teacher forcing) and caption metrics (beam search, all references; no METEOR)."""
-    import torch
-    from evaluate import caption_latents, score_captions
-
-    with torch.no_grad():
-        loss = run_epoch(decoder, latents, video_index, rows, args.batch_size, device, desc="val loss")
-    video_ids = list(references)
-    captions = caption_latents(decoder, tokenizer, latents[: len(video_ids)], beam_size=args.beam_size,
-                               max_len=args.max_len)
-    # No JVM per epoch: the Python PTB tokenizer (equal to Java's on all but 2 of MSR-VTT's 200k captions), no METEOR.
-    metrics = score_captions(dict(zip(video_ids, captions)), references, java=False, meteor=False)
-    return loss, metrics, captions
+def restore(resume, decoder, optimizer, scheduler, out_dir) -> tuple:
+    """Load last.pt's weights and optimiser state: (epochs done, best val CIDEr, epochs without improvement)."""
+    if resume is None:
+        return 0, -1.0, 0
+    if DecoderConfig(**resume["decoder_config"]) != decoder.config:
+        raise CheckpointError(f"{out_dir / 'last.pt'}: trained with other decoder settings "
+                              f"({resume['decoder_config']}); pass the flags it was trained with, or another --out_dir")
+    decoder.load_state_dict(resume["decoder"])
+    optimizer.load_state_dict(resume["optimizer"])
+    scheduler.load_state_dict(resume["scheduler"])
+    return resume["epoch"], resume["best_cider"], resume["bad_epochs"]
 
 
 def keep_log_until(log_path, epoch):
@@ -206,150 +295,110 @@ def keep_log_until(log_path, epoch):
     if not log_path.exists():
         return
     records = [line for line in log_path.read_text().splitlines() if line.strip()]
-    kept = [line for line in records if json.loads(line).get("epoch", 0) <= epoch]
-    temp = log_path.with_name(f".{log_path.name}.tmp{os.getpid()}")
-    temp.write_text("".join(line + "\n" for line in kept))
-    os.replace(temp, log_path)
+    write_text(log_path, "".join(line + "\n" for line in records if json.loads(line).get("epoch", 0) <= epoch))
 
 
 def save_epoch(out_dir, payload, improved):
-    """log.jsonl line first, then best.pt and last.pt, each atomic: a kill anywhere loses at most this epoch."""
-    from checkpoint import save_checkpoint
-
-    with open(out_dir / "log.jsonl", "a") as log:
-        log.write(json.dumps(payload["metrics"]) + "\n")
-    if improved:
-        save_checkpoint(out_dir / "best.pt", payload)
-    save_checkpoint(out_dir / "last.pt", payload)
-
-
-def main(args):
-    import torch
-    import torch.distributed as dist
-    import sentencepiece as spm
-    from checkpoint import CheckpointError, load_checkpoint
-    from dataset import DatasetError, VideoError, load_msrvtt
-    from encode import CacheError, load_encoder, split_latents
-    from model import DecoderConfig, EncoderLoadError
-
-    out_dir = Path(args.out_dir)
-    if args.views < 1:
-        print(f"error: --views {args.views}: pass 1 (middle frames) or more (jittered samplings)", file=sys.stderr)
-        return 2
-    if args.decoder == "attention" and args.latent_every_step:
-        print("error: --latent_every_step goes with --decoder pooled; the attention decoder reads the frames at "
-              "every step already", file=sys.stderr)
-        return 2
-    rank, world_size, device = setup_distributed(args.device)
+    """log.jsonl line first, then best.pt and last.pt, each atomic: a kill anywhere loses at most this epoch.
+    A failed save is a UserError, the previous checkpoint kept."""
     try:
-        if not Path(args.tokenizer_path).is_file():
-            raise DatasetError(f"{args.tokenizer_path}: no tokenizer; run create_tokenizer.py first")
-        tokenizer_proto = Path(args.tokenizer_path).read_bytes()
-        tokenizer = spm.SentencePieceProcessor(model_proto=tokenizer_proto)
-        resume = load_checkpoint(out_dir / "last.pt") if args.resume else None
-        if resume is not None and resume["tokenizer"] != tokenizer_proto:
-            raise CheckpointError(f"{args.tokenizer_path}: differs from the tokenizer of {out_dir / 'last.pt'}")
-        msrvtt = load_msrvtt(args.data_dir, scheme=args.scheme)
-        encoder, _ = load_encoder(args.xclip_model, args.encode_dtype, device)
-        latents_by_split, cache = split_latents(msrvtt, ["train", "val"], encoder, args.cache_dir,
-                                                args.encode_dtype, args.num_workers,
-                                                barrier=dist.barrier if world_size > 1 else None,
-                                                views=args.views, per_frame=args.decoder == "attention")
-        del encoder  # the cache is all training needs
-    except (DatasetError, VideoError, EncoderLoadError, CacheError, CheckpointError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        with open(out_dir / "log.jsonl", "a") as log:
+            log.write(json.dumps(payload["metrics"]) + "\n")
+        if improved:
+            save_checkpoint(out_dir / "best.pt", payload)
+        save_checkpoint(out_dir / "last.pt", payload)
+    except OSError as error:
+        raise UserError(f"{out_dir}: cannot save epoch {payload['epoch']} ({error.strerror or error}); the previous "
+                        "checkpoint is kept; free space and rerun with --resume") from None
 
-    # Latents (N, D), or per-frame features (N, T, D) for the attention decoder; with views, (N, K, ...).
-    train_ids, train_latents = latents_by_split["train"]
-    val_ids, val_latents = latents_by_split["val"]
-    if args.views > 1:
-        val_latents = val_latents.mean(axis=1)  # validation sees the mean of the views, as evaluate.py --views does
-    if not train_ids or not val_ids:
-        print(f"error: {args.data_dir}: need videos in both train and val splits "
-              f"(found {len(train_ids)} and {len(val_ids)})", file=sys.stderr)
-        return 2
-    train_index, train_rows = caption_table(train_ids, msrvtt.captions, tokenizer, args.max_len)
-    val_index, val_rows = caption_table(val_ids, msrvtt.captions, tokenizer, args.max_len)
-    caption_val_ids = val_ids[: args.val_videos] if args.val_videos else val_ids
-    if rank == 0:
-        print(f"train: {len(train_ids)} videos, {len(train_rows)} captions; val: {len(val_ids)} videos, "
-              f"{len(val_rows)} captions; device {device}" + (f" x {world_size} processes" if world_size > 1 else ""))
 
-    torch.manual_seed(args.seed)
-    latent_dim = train_latents.shape[-1]
-    num_frames = val_latents.shape[1] if args.decoder == "attention" else 16  # val: (N, T, D) after the view mean
-    decoder = make_decoder(args, tokenizer.get_piece_size(), latent_dim, tokenizer, num_frames)
-    flat_latents = train_latents.reshape(-1, latent_dim)  # every view and frame counts in the statistics
-    decoder.set_latent_stats(flat_latents.mean(0), flat_latents.std(0))
+def end_epoch(args, data, val_features, decoder, optimizer, scheduler, epoch, train_loss, started, best, device):
+    """Rank 0 after an epoch: validate, write log.jsonl, best.pt and last.pt, print the epoch's line.
+    best is (best val CIDEr, epochs without improvement); returns it updated."""
+    caption_ids = data.val.video_ids[: args.val_videos] if args.val_videos else data.val.video_ids
+    references = {vid: data.captions[vid] for vid in caption_ids}
+    val_loss, metrics, captions = validate(decoder, data.tokenizer, data.val, val_features,
+                                           references, args, device)
+    improved = metrics["CIDEr"] > best[0]
+    best = (metrics["CIDEr"], 0) if improved else (best[0], best[1] + 1)
+    record = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val": metrics,
+              "lr": scheduler.get_last_lr()[0], "seconds": time.time() - started}
+    training_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                      "best_cider": best[0], "bad_epochs": best[1]}
+    save_epoch(Path(args.out_dir), make_checkpoint(decoder, data.tokenizer_proto, data.encoder_meta, vars(args),
+                                                   record, epoch + 1, training_state), improved)
+    print(f"epoch {epoch + 1}/{args.epochs}: train loss {train_loss:.3f}, val loss {val_loss:.3f}, "
+          f"val CIDEr {metrics['CIDEr']:.3f}, BLEU-4 {metrics['Bleu_4']:.3f}{' (best)' if improved else ''}, "
+          f"{record['seconds']:.0f}s  e.g. \"{captions[0]}\"", flush=True)
+    return best
+
+
+def train(args, data: TrainingData, decoder, rank, world_size, device) -> None:
+    """The epoch loop: train on every caption, then (rank 0) validate and save; early stop after --patience."""
+    out_dir = Path(args.out_dir)
     decoder.to(device)
-    optimizer = torch.optim.AdamW(decoder.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
-    steps_per_epoch = math.ceil(len(train_rows) / args.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(min(args.warmup_steps, steps_per_epoch * args.epochs // 10 + 1),
-                             steps_per_epoch * args.epochs))
-    start_epoch, best_cider, bad_epochs = 0, -1.0, 0
-    if resume is not None:
-        if DecoderConfig(**resume["decoder_config"]) != decoder.config:
-            print(f"error: {out_dir / 'last.pt'}: trained with other decoder settings ({resume['decoder_config']}); "
-                  "pass the flags it was trained with, or another --out_dir", file=sys.stderr)
-            return 2
-        decoder.load_state_dict(resume["decoder"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        start_epoch, best_cider, bad_epochs = resume["epoch"], resume["best_cider"], resume["bad_epochs"]
-        if rank == 0:
-            print(f"resumed from {out_dir / 'last.pt'} after epoch {start_epoch}")
+    optimizer, scheduler = make_optimizer(args, decoder, len(data.train.rows))
+    start_epoch, *best = restore(data.resume, decoder, optimizer, scheduler, out_dir)
+    if rank == 0 and data.resume is not None:
+        print(f"resumed from {out_dir / 'last.pt'} after epoch {start_epoch}")
     model = decoder
     if world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(decoder, device_ids=[device] if device.type == "cuda" else None)
-
-    train_latents_t = torch.from_numpy(train_latents).to(device)
-    val_latents_t = torch.from_numpy(val_latents).to(device)
-    references = {vid: msrvtt.captions[vid] for vid in caption_val_ids}
+    train_features = torch.from_numpy(data.train.features).to(device)
+    val_features = torch.from_numpy(data.val.features).to(device)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         keep_log_until(out_dir / "log.jsonl", start_epoch)
     for epoch in range(start_epoch, args.epochs):
-        if args.patience and bad_epochs >= args.patience:
+        if args.patience and best[1] >= args.patience:
             if rank == 0:
-                print(f"early stop: no better val CIDEr for {bad_epochs} epochs")
+                print(f"early stop: no better val CIDEr for {best[1]} epochs")
             break
         started = time.time()
         torch.manual_seed(args.seed * 100003 + epoch)  # dropout; resumable without saving RNG state
         generator = torch.Generator().manual_seed(args.seed * 100003 + epoch)  # same batches on every rank
-        epoch_latents = train_latents_t if args.views == 1 else pick_views(train_latents_t, args.seed, epoch)
-        train_loss = run_epoch(model, epoch_latents, train_index, train_rows, args.batch_size, device,
-                               optimizer, scheduler, args.grad_clip, generator, desc=f"epoch {epoch + 1}",
+        epoch_features = train_features if args.views == 1 else pick_views(train_features, args.seed, epoch)
+        train_loss = run_epoch(model, epoch_features, data.train.video_index, data.train.rows, args.batch_size,
+                               device, optimizer, scheduler, args.grad_clip, generator, desc=f"epoch {epoch + 1}",
                                rank=rank, world_size=world_size)
         if rank == 0:  # validation and files on rank 0 only: metrics equal the single-process ones
-            val_loss, metrics, captions = validate(decoder, tokenizer, val_latents_t, val_index, val_rows,
-                                                   references, args, device)
-            improved = metrics["CIDEr"] > best_cider
-            best_cider, bad_epochs = (metrics["CIDEr"], 0) if improved else (best_cider, bad_epochs + 1)
-            record = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val": metrics,
-                      "lr": scheduler.get_last_lr()[0], "seconds": time.time() - started}
-            payload = {"decoder_config": decoder.config.to_dict(), "decoder": decoder.state_dict(),
-                       "tokenizer": tokenizer_proto, "encoder": dict(cache.meta), "args": vars(args),
-                       "metrics": record, "epoch": epoch + 1, "optimizer": optimizer.state_dict(),
-                       "scheduler": scheduler.state_dict(), "best_cider": best_cider, "bad_epochs": bad_epochs}
-            try:
-                save_epoch(out_dir, payload, improved)
-            except OSError as error:
-                print(f"error: {out_dir}: cannot save epoch {epoch + 1} ({error.strerror or error}); the previous "
-                      "checkpoint is kept; free space and rerun with --resume", file=sys.stderr)
-                return 2
-            print(f"epoch {epoch + 1}/{args.epochs}: train loss {train_loss:.3f}, val loss {val_loss:.3f}, "
-                  f"val CIDEr {metrics['CIDEr']:.3f}, BLEU-4 {metrics['Bleu_4']:.3f}{' (best)' if improved else ''}, "
-                  f"{record['seconds']:.0f}s  e.g. \"{captions[0]}\"", flush=True)
+            best = end_epoch(args, data, val_features, decoder, optimizer, scheduler, epoch, train_loss, started,
+                             best, device)
         if world_size > 1:  # every rank takes the same early-stopping decision
-            state = [best_cider, bad_epochs]
-            dist.broadcast_object_list(state, src=0)
-            best_cider, bad_epochs = state
+            best = list(best)
+            dist.broadcast_object_list(best, src=0)
     if rank == 0:
-        print(f"best val CIDEr {best_cider:.3f}; checkpoints in {out_dir}")
-    if world_size > 1:
-        dist.destroy_process_group()
+        print(f"best val CIDEr {best[0]:.3f}; checkpoints in {out_dir}")
+
+
+def check_args(args):
+    """None, or one line saying which flags do not go together."""
+    if args.views < 1:
+        return f"--views {args.views}: pass 1 (middle frames) or more (jittered samplings)"
+    if args.decoder == "attention" and args.latent_every_step:
+        return ("--latent_every_step goes with --decoder pooled; the attention decoder reads the frames at "
+                "every step already")
+    return None
+
+
+def main(args) -> int:
+    problem = check_args(args)
+    if problem:
+        return fail(problem)
+    rank, world_size, device = 0, 1, None
+    try:
+        rank, world_size, device = setup_distributed(args.device)
+        data = prepare_data(args, device, world_size)
+        if rank == 0:
+            print(f"train: {len(data.train.video_ids)} videos, {len(data.train.rows)} captions; val: "
+                  f"{len(data.val.video_ids)} videos, {len(data.val.rows)} captions; device {device}"
+                  + (f" x {world_size} processes" if world_size > 1 else ""))
+        train(args, data, build_decoder(args, data), rank, world_size, device)
+    except UserError as error:
+        return fail(error)
+    finally:
+        if world_size > 1:
+            dist.destroy_process_group()
     return 0
 
 

@@ -1,4 +1,4 @@
-"""bench.py at minimal sizes: the workspace it makes, each stage's result structure, the targets and the table.
+"""tools/bench.py at minimal sizes: the workspace it makes, each stage's result structure, the targets and the table.
 Timings are not asserted (this machine is shared); what is asserted is what the numbers are made of."""
 import json
 import math
@@ -10,8 +10,9 @@ import av
 import numpy as np
 import pytest
 
-import bench
+from common import write_json
 from dataset import Preprocess, decode_sampled_frames, read_video
+from tools import bench
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,9 +40,9 @@ def finite_positive(value):
 
 
 def test_help_is_fast_and_importing_bench_loads_no_heavy_module():
-    completed = subprocess.run([sys.executable, "bench.py", "--help"], cwd=REPO, capture_output=True, text=True)
+    completed = subprocess.run([sys.executable, "tools/bench.py", "--help"], cwd=REPO, capture_output=True, text=True)
     assert completed.returncode == 0 and "--quick" in completed.stdout
-    probe = "import sys, bench; print(sorted({'torch', 'transformers', 'av'} & set(sys.modules)))"
+    probe = "import sys; from tools import bench; print(sorted({'torch', 'transformers', 'av'} & set(sys.modules)))"
     completed = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True)
     assert completed.stdout.strip() == "[]", completed.stderr
 
@@ -73,9 +74,10 @@ def test_skipping_unreferenced_frames_gives_the_same_frames_from_fewer_decoded(t
             container.seek(0)
             decoded[mode] = decode_sampled_frames(container.demux(stream), frame_indices, preprocess,
                                                   frame_pts if mode == "by_pts" else None)
-    assert decoded["counting"]["filled"].all() and decoded["by_pts"]["filled"].all()
-    assert np.array_equal(decoded["counting"]["frames"], decoded["by_pts"]["frames"])
-    assert decoded["by_pts"]["frames_seen"] == decoded["counting"]["frames_seen"] >= 89, (decoded["by_pts"]["frames_seen"], decoded["counting"]["frames_seen"])
+    assert decoded["counting"].filled.all() and decoded["by_pts"].filled.all()
+    assert np.array_equal(decoded["counting"].frames, decoded["by_pts"].frames)
+    seen = (decoded["by_pts"].frames_seen, decoded["counting"].frames_seen)
+    assert seen[0] == seen[1] >= 89, seen
     frames, info = read_video(path, num_frames=16)
     last_index = max(info["frame_indices"])
     table = bench.frames_by_pts(path, info["frame_indices"])
@@ -86,7 +88,7 @@ def test_sampling_stage_reports_floors_the_original_way_and_memory(workspace):
     clip = workspace["clips"]["320x240"][0]
     result = bench.bench_sampling({"320x240": (clip, 1)})["320x240"]
     for key in ("read_video_s", "floor_s", "skipping_floor_s", "original_s", "ratio_to_floor",
-                "ratio_to_skipping_floor", "speedup_vs_original", "read_video_peak_rss_mb", "original_peak_rss_mb"):
+                "ratio_to_skipping_floor", "speedup_vs_original", "read_video_peak_rss_mib", "original_peak_rss_mib"):
         assert finite_positive(result[key]), key
     assert result["ratio_to_floor"] == pytest.approx(result["read_video_s"] / result["floor_s"])
     assert result["frames_in_stream"] == 30 and result["last_sampled_index"] == 29
@@ -112,7 +114,7 @@ def test_encoding_stage_compares_the_pipeline_with_the_encoder_alone(workspace, 
         result["pipeline_fp32_videos_per_s"] / result["ready_fp32_videos_per_s"])
     assert result["bf16_speedup"] == pytest.approx(result["ready_bf16_videos_per_s"] / result["ready_fp32_videos_per_s"])
     assert 0.9 < result["bf16_cosine_min"] <= result["bf16_cosine_mean"] <= 1.0 + 1e-6
-    for key in ("encoder_load_s", "decode_one_video_s", "fp32_peak_rss_mb", "bf16_peak_rss_mb"):
+    for key in ("encoder_load_s", "decode_one_video_s", "fp32_peak_rss_mib", "bf16_peak_rss_mib"):
         assert finite_positive(result[key]), key
     assert not [path for path in tmp_path.iterdir()]  # the scratch caches are removed
 
@@ -151,7 +153,7 @@ def test_evaluation_and_inference_stages(workspace):
     stages = inference["decode_s"] + inference["encode_s"] + inference["generate_s"]
     assert inference["startup_s"] == pytest.approx(inference["total_s"] - stages, abs=1e-3)
     assert inference["generate_share"] == pytest.approx(inference["generate_s"] / inference["total_s"])
-    for key in ("help_s", "import_floor_s", "peak_rss_mb"):
+    for key in ("help_s", "import_floor_s", "peak_rss_mib"):
         assert finite_positive(float(inference[key])), key
 
 
@@ -191,12 +193,12 @@ def test_targets_say_which_hold():
 
 def test_main_writes_json_atomically_and_a_bad_work_dir_is_one_line(tmp_path):
     payload = {"a": [1, 2.5]}
-    bench.write_json_atomically(tmp_path / "out" / "results.json", payload)
+    write_json(tmp_path / "out" / "results.json", payload)
     assert json.loads((tmp_path / "out" / "results.json").read_text()) == payload
     assert [path.name for path in (tmp_path / "out").iterdir()] == ["results.json"]
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    completed = subprocess.run([sys.executable, "bench.py", "--work_dir", str(blocker / "sub"), "--quick"],
+    completed = subprocess.run([sys.executable, "tools/bench.py", "--work_dir", str(blocker / "sub"), "--quick"],
                                cwd=REPO, capture_output=True, text=True)
     assert completed.returncode == 2
     assert len(completed.stderr.strip().splitlines()) == 1 and "--work_dir" in completed.stderr

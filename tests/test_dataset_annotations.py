@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dataset import DatasetError, MSRVTT, load_msrvtt
+from annotations import MSRVTT, DatasetError, load_msrvtt
 
 REPO = Path(__file__).resolve().parent.parent
 SPLIT_IDS = {"train": [0, 1, 2, 3, 10, 11], "val": [4, 5], "test": [6, 7, 8, 9]}

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from checkpoint import load_checkpoint
+from annotations import load_msrvtt
 from create_tokenizer import train_captions, train_tokenizer
 from synthetic import make_synthetic_msrvtt, make_tiny_xclip
 
@@ -20,7 +21,7 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("distributed")
     make_synthetic_msrvtt(root / "data", num_videos=40, seed=2, progress=False)
     xclip = make_tiny_xclip(root / "xclip", seed=0)
-    tokenizer = train_tokenizer(train_captions(root / "data"), root / "tokenizer", vocab_size=300)
+    tokenizer = train_tokenizer(train_captions(load_msrvtt(root / "data")), root / "tokenizer", vocab_size=300)
     return {"root": root, "data": root / "data", "xclip": xclip, "tokenizer": tokenizer}
 
 

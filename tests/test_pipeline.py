@@ -9,11 +9,11 @@ import torch
 
 import encode
 import evaluate
-import inference
 import train
 from checkpoint import load_checkpoint
 from create_tokenizer import train_captions, train_tokenizer
-from dataset import load_msrvtt, read_video
+from annotations import load_msrvtt
+from dataset import read_video
 from model import XClipEncoder
 from synthetic import make_synthetic_msrvtt, make_tiny_xclip
 
@@ -26,7 +26,7 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     make_synthetic_msrvtt(root / "data", num_videos=72, seed=1)
     xclip = make_tiny_xclip(root / "xclip", seed=0)
-    tokenizer = train_tokenizer(train_captions(root / "data"), root / "tokenizer", vocab_size=400)
+    tokenizer = train_tokenizer(train_captions(load_msrvtt(root / "data")), root / "tokenizer", vocab_size=400)
     return {"root": root, "data": root / "data", "xclip": xclip, "tokenizer": tokenizer}
 
 
@@ -157,16 +157,14 @@ def test_resume_continues_to_the_same_weights(world, tmp_path, monkeypatch):
     straight = tmp_path / "straight"
     assert train.main(train_args(world, straight, epochs=2)) == 0
     broken = tmp_path / "broken"
-    import checkpoint
-
-    real_save = checkpoint.save_checkpoint
+    real_save = train.save_checkpoint
 
     def save_then_die(path, payload):  # the run is killed right after epoch 1's last.pt
         real_save(path, payload)
         if path.name == "last.pt":
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(train, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train.main(train_args(world, broken, epochs=2))
     monkeypatch.undo()

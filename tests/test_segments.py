@@ -8,9 +8,9 @@ import torch
 import inference
 from checkpoint import save_checkpoint
 from create_tokenizer import train_tokenizer
-from dataset import Preprocess, read_video_windows
+from dataset import read_video_windows
 from encode import load_encoder, open_cache
-from evaluate import caption_latents
+from model import caption_features
 from model import CaptionDecoder, DecoderConfig
 from synthetic import make_tiny_xclip, write_clip
 
@@ -45,7 +45,7 @@ def world(tmp_path_factory):
                for colour in ("red", "blue")}
     latents = encoder.encode(torch.from_numpy(np.stack([windows["red"], windows["blue"]])))  # (2, 512)
     decoder = overfit_decoder(latents, [tokenizer.encode(caption) for caption in captions], tokenizer)
-    assert caption_latents(decoder, tokenizer, latents, beam_size=2, max_len=8) == captions
+    assert caption_features(decoder, tokenizer, latents, beam_size=2, max_len=8) == captions
     model_path = root / "model.pt"
     save_checkpoint(model_path, {"decoder_config": decoder.config.to_dict(), "decoder": decoder.state_dict(),
                                  "tokenizer": tokenizer_path.read_bytes(), "encoder": dict(cache.meta)})

@@ -217,7 +217,7 @@ def test_tiny_xclip_round_trips(tmp_path):
     assert not torch.allclose(latents[0], latents[1])
     # No preprocessor_config.json, as with any save_pretrained model: X-CLIP's defaults at the config's size.
     assert not (first / "preprocessor_config.json").exists()
-    from dataset import load_preprocess
+    from encode import load_preprocess
 
     preprocess = load_preprocess(str(first), model.config.vision_config.image_size)
     assert (preprocess.image_size, preprocess.shortest_edge) == (32, 32)
@@ -225,14 +225,15 @@ def test_tiny_xclip_round_trips(tmp_path):
 
 
 def test_dataset_loader_reads_it(synthetic_dir):
+    import annotations
     import dataset
 
-    official = dataset.load_msrvtt(synthetic_dir, scheme="official")
+    official = annotations.load_msrvtt(synthetic_dir, scheme="official")
     assert {split: len(ids) for split, ids in official.splits.items()} == {"train": 14, "val": 2, "test": 4}
     assert not any(official.missing.values())
     annotation = json.loads((synthetic_dir / "MSRVTT" / "annotation" / "MSR_VTT.json").read_text())
     assert sum(len(captions) for captions in official.captions.values()) == len(annotation["annotations"])
-    one_k = dataset.load_msrvtt(synthetic_dir, scheme="1k-A")
+    one_k = annotations.load_msrvtt(synthetic_dir, scheme="1k-A")
     assert one_k.splits["test"] == read_lists(synthetic_dir / "MSRVTT")["val_list_jsfusion.txt"]
     pixel_values, info = dataset.read_video(official.video_path("video0"), num_frames=8)
     assert pixel_values.shape[:2] == (8, 3) and info["frames_decoded"] == NUM_FRAMES

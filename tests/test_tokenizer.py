@@ -6,7 +6,8 @@ import pytest
 import sentencepiece as spm
 
 import create_tokenizer
-from create_tokenizer import normalize_caption, train_tokenizer
+from annotations import normalize_caption
+from create_tokenizer import train_tokenizer
 
 TOY_CAPTIONS = [
     "A man is  playing a guitar", "a woman is cooking pasta in a kitchen", "Two dogs run on the beach",
@@ -111,11 +112,11 @@ def test_command_line_errors_are_one_line_exit_2(tmp_path, capsys):
 
 def test_real_test_captions_round_trip(realdata, tmp_path):
     """Trained on the real train split (vocab 10000), every normalised test caption decodes to itself."""
-    from dataset import load_msrvtt
+    from annotations import load_msrvtt
 
     data_dir = realdata / "msrvtt"
     msrvtt = load_msrvtt(data_dir, scheme="official", check_videos=False)
-    train = create_tokenizer.train_captions(data_dir, "official")
+    train = create_tokenizer.train_captions(msrvtt)
     assert len(train) == sum(len(msrvtt.captions[video_id]) for video_id in msrvtt.splits["train"])
     tokenizer = load(train_tokenizer(train, tmp_path / "tokenizer", vocab_size=10000))
     assert tokenizer.get_piece_size() == 10000

@@ -10,8 +10,8 @@ import av
 import numpy as np
 import pytest
 
-from dataset import (Preprocess, VideoError, load_preprocess, orient_upright, frame_orientation, read_video,
-                     swscale_interpolation)
+from dataset import Preprocess, VideoError, frame_orientation, orient_upright, read_video, swscale_interpolation
+from encode import load_preprocess
 
 REPO = Path(__file__).resolve().parent.parent
 LEVEL_STEP, LEVEL_BASE = 6, 10  # frame i is flat gray LEVEL_BASE + i * LEVEL_STEP (i < 40), so its number can be read back

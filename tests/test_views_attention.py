@@ -10,10 +10,12 @@ import evaluate
 import inference
 import train
 from checkpoint import decoder_from_checkpoint, load_checkpoint
+from annotations import load_msrvtt
 from create_tokenizer import train_captions, train_tokenizer
-from dataset import load_msrvtt, read_video
-from model import CaptionDecoder, DecoderConfig, XClipEncoder, beam_search, greedy, sample
-from synthetic import make_synthetic_msrvtt, make_tiny_xclip
+from dataset import read_video, read_views, view_seed
+from model import CaptionDecoder, DecoderConfig, beam_search, greedy, sample
+from synthetic import caption_events, make_synthetic_msrvtt, make_tiny_xclip, order_accuracy
+from tools.compare import view_spread, view_variance_share
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +24,7 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("views")
     make_synthetic_msrvtt(root / "data", num_videos=24, seed=2, task="order", progress=False)
     xclip = make_tiny_xclip(root / "xclip", seed=0)
-    tokenizer = train_tokenizer(train_captions(root / "data"), root / "tokenizer", vocab_size=300)
+    tokenizer = train_tokenizer(train_captions(load_msrvtt(root / "data")), root / "tokenizer", vocab_size=300)
     encoder, _ = encode.load_encoder(str(xclip))
     return {"root": root, "data": root / "data", "xclip": xclip, "tokenizer": tokenizer, "encoder": encoder,
             "msrvtt": load_msrvtt(root / "data")}
@@ -48,14 +50,14 @@ def test_views_are_seeded_by_video_and_view_and_one_view_is_the_middle_frames(wo
     msrvtt, encoder = world["msrvtt"], world["encoder"]
     vid = msrvtt.splits["train"][0]
     path = msrvtt.video_path(vid)
-    assert encode.view_seed(vid, 1) == encode.view_seed(vid, 1)
-    assert len({encode.view_seed(vid, view) for view in range(4)} | {encode.view_seed("video999", 0)}) == 5
+    assert view_seed(vid, 1) == view_seed(vid, 1)
+    assert len({view_seed(vid, view) for view in range(4)} | {view_seed("video999", 0)}) == 5
     preprocess = encode.open_cache(encoder, world["root"] / "probe")[1]
-    views, _ = encode.read_views(path, vid, 3, 16, preprocess)
-    again, _ = encode.read_views(path, vid, 3, 16, preprocess)
+    views, _ = read_views(path, vid, 3, 16, preprocess)
+    again, _ = read_views(path, vid, 3, 16, preprocess)
     assert views.shape == (3, 16, 3, 32, 32) and np.array_equal(views, again)
     assert not np.array_equal(views[0], views[1])
-    one, _ = encode.read_views(path, vid, 1, 16, preprocess)
+    one, _ = read_views(path, vid, 1, 16, preprocess)
     assert np.array_equal(one[0], read_video(path, 16, preprocess)[0])
 
 
@@ -67,15 +69,15 @@ def test_cache_of_views_and_frames_is_named_shaped_and_matches_direct_encoding(w
     assert "-mid-" in plain.root.name and "-jit3s0-" in views.root.name
     assert encode.encode_videos(items, encoder, views, preprocess, num_workers=0, progress=False)["encoded"] == 2
     vid, path = items[0]
-    assert views.load(vid).shape == (3, 512) and views.load_frames(vid).shape == (3, 16, 512)
-    frames, _ = read_video(path, 16, preprocess, jitter=True, seed=encode.view_seed(vid, 2))
+    assert views.load(vid).shape == (3, 512) and views.load_frame_features(vid).shape == (3, 16, 512)
+    frames, _ = read_video(path, 16, preprocess, jitter=True, seed=view_seed(vid, 2))
     latent, frame_features = encoder.encode_with_frames(torch.from_numpy(frames)[None])
     assert np.allclose(views.load(vid)[2], latent[0].numpy(), atol=1e-5)
-    assert np.allclose(views.load_frames(vid)[2], frame_features[0].numpy(), atol=1e-5)
+    assert np.allclose(views.load_frame_features(vid)[2], frame_features[0].numpy(), atol=1e-5)
     assert views.read([v for v, _ in items]).shape == (2, 3, 512)
     latents = views.read([v for v, _ in items])
-    assert 0.5 < encode.view_spread(latents) < 1.0 and 0.0 < encode.view_variance_share(latents) < 1.0
-    assert encode.view_spread(latents, centred=True) < encode.view_spread(latents)
+    assert 0.5 < view_spread(latents) < 1.0 and 0.0 < view_variance_share(latents) < 1.0
+    assert view_spread(latents, centred=True) < view_spread(latents)
     # One view keeps the (D,) layout; asking for frames later fills them in beside the same latents.
     encode.encode_videos(items, encoder, plain, preprocess, num_workers=0, progress=False)
     first = plain.read([vid])
@@ -83,17 +85,7 @@ def test_cache_of_views_and_frames_is_named_shaped_and_matches_direct_encoding(w
     with_frames, _ = encode.open_cache(encoder, tmp_path, with_frames=True)
     assert with_frames.root == plain.root and not with_frames.has(vid)
     assert encode.encode_videos(items, encoder, with_frames, preprocess, num_workers=0, progress=False)["encoded"] == 2
-    assert np.allclose(with_frames.read([vid]), first, atol=1e-6) and with_frames.read_frames([vid]).shape == (1, 16, 512)
-
-
-def test_view_spread_and_variance_share_measure_what_the_sampling_moves():
-    videos = np.random.default_rng(0).normal(size=(50, 1, 8)) + 10.0  # a direction all latents share
-    same = np.repeat(videos, 3, axis=1)  # (N, K, D): the views agree
-    assert encode.view_spread(same) == pytest.approx(1.0) and encode.view_variance_share(same) < 1e-12
-    noisy = same + np.random.default_rng(1).normal(size=same.shape)  # views vary as much as videos do
-    assert encode.view_spread(noisy) > 0.99 > 0.9 > encode.view_spread(noisy, centred=True)
-    # Per dimension: views add variance 1 around each video (2/3 of it left around the views' mean), videos 1.
-    assert encode.view_variance_share(noisy) == pytest.approx((2 / 3) / 2, abs=0.05)
+    assert np.allclose(with_frames.read([vid]), first, atol=1e-6) and with_frames.read_frame_features([vid]).shape == (1, 16, 512)
 
 
 def test_training_draws_one_view_per_video_from_seed_and_epoch():
@@ -158,20 +150,20 @@ def test_attention_decoder_decodes_like_the_pooled_one():
 # ---- the scripts ----------------------------------------------------------------------------------------------------
 
 def test_order_scorer_reads_which_event_came_first():
-    assert evaluate.caption_events("a big red ball moves left, then up the screen")["directions"] == ("left", "up")
-    assert evaluate.caption_events("a red ball turns up after moving left")["directions"] == ("left", "up")
-    assert evaluate.caption_events("a small circle turns from blue to red")["colours"] == ("blue", "red")
-    assert evaluate.caption_events("a red ball moves left")["directions"] is None
+    assert caption_events("a big red ball moves left, then up the screen")["directions"] == ("left", "up")
+    assert caption_events("a red ball turns up after moving left")["directions"] == ("left", "up")
+    assert caption_events("a small circle turns from blue to red")["colours"] == ("blue", "red")
+    assert caption_events("a red ball moves left")["directions"] is None
     attributes = {"a": {"kind": "path", "directions": ["left", "up"]},
                   "b": {"kind": "colour_change", "colours": ["red", "blue"]},
                   "c": {"kind": "path", "directions": ["down", "right"]},
                   "d": {"colour": "red"}}  # the simple task does not count
     captions = {"a": "a square moves left then up", "b": "a blue square turns red", "c": "a ball moves down", "d": ""}
-    assert evaluate.order_accuracy(captions, attributes) == {
+    assert order_accuracy(captions, attributes) == {
         "order_accuracy": 1 / 3, "order_content_accuracy": 2 / 3, "order_accuracy_path": 1 / 2,
         "order_content_accuracy_path": 1 / 2, "order_accuracy_colour_change": 0.0,
         "order_content_accuracy_colour_change": 1.0}
-    assert evaluate.order_accuracy({"d": "x"}, attributes) == {}
+    assert order_accuracy({"d": "x"}, attributes) == {}
 
 
 def train_args(world, out_dir, epochs, *extra):
@@ -220,18 +212,16 @@ def test_evaluate_and_inference_average_views_for_the_attention_decoder(attentio
     caption = json.loads(capsys.readouterr().out)["captions"][0]["caption"]
     assert caption == next(p["caption"] for p in result["predictions"] if p["video_id"] == vid)
     cache, preprocess = encode.open_cache(world["encoder"], world["root"] / "cache", views=2, with_frames=True)
-    frames, _ = encode.read_views(world["msrvtt"].video_path(vid), vid, 2, 16, preprocess)
+    frames, _ = read_views(world["msrvtt"].video_path(vid), vid, 2, 16, preprocess)
     decoder = decoder_from_checkpoint(load_checkpoint(attention_run / "last.pt"))
-    inputs = inference.decoder_inputs(world["encoder"], decoder, torch.from_numpy(frames))  # (K, T, D)
-    assert torch.allclose(inputs, torch.from_numpy(cache.read_frames([vid])[0]), atol=1e-5)
+    inputs = inference.decoder_inputs(world["encoder"], decoder, torch.from_numpy(frames))  # (K, F, D)
+    assert torch.allclose(inputs, torch.from_numpy(cache.read_frame_features([vid])[0]), atol=1e-5)
 
 
 def test_resume_with_views_equals_an_unbroken_run(world, tmp_path, monkeypatch):
     straight = tmp_path / "straight"
     assert train.main(train_args(world, straight, 2, "--views", "2")) == 0
-    import checkpoint
-
-    real_save = checkpoint.save_checkpoint
+    real_save = train.save_checkpoint
 
     def save_then_die(path, payload):
         real_save(path, payload)
@@ -239,7 +229,7 @@ def test_resume_with_views_equals_an_unbroken_run(world, tmp_path, monkeypatch):
             raise KeyboardInterrupt
 
     broken = tmp_path / "broken"
-    monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(train, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train.main(train_args(world, broken, 2, "--views", "2"))
     monkeypatch.undo()

@@ -1,14 +1,14 @@
 """Soak test: resident memory and time while encoding and captioning many videos in one run.
 
-    python soak.py --out_dir soak --num_videos 500 --inference_videos 200 --long_minutes 10
+    python tools/soak.py --out_dir soak --num_videos 500 --inference_videos 200 --long_minutes 10
 
 Writes (or reuses) a synthetic MSR-VTT and a tiny X-CLIP (or uses --xclip_model), and an untrained
 checkpoint for that encoder. Then: encodes --num_videos clips in one encode_videos call, reading
 resident memory (/proc/self/statm) after every clip; captions --inference_videos clips in one
 inference.py call, reading it after every clip; with --long_minutes, captions one long clip of
 --long_size at --long_fps and reports its time and peak memory. Growth is measured from the
-reading after the first 10% of the clips to the largest one after it. Exit code 1 when a growth
-passes --max_growth_mb.
+reading after the first 10% of the clips to the largest one after it, in MiB. Exit code 1 when a
+growth passes --max_growth_mib.
 """
 import argparse
 import contextlib
@@ -16,49 +16,31 @@ import io
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as `python tools/soak.py`, only tools/ is on the path
+    sys.path.insert(0, str(REPO))
+
+import av
+import numpy as np
+import sentencepiece as spm
+import torch
+from tqdm import tqdm
+
+import inference
+from annotations import load_msrvtt
+from checkpoint import (decoder_from_checkpoint, encoder_from_checkpoint, load_checkpoint, make_checkpoint,
+                        save_checkpoint, tokenizer_from_checkpoint)
+from common import UserError, fail
+from create_tokenizer import train_captions, train_tokenizer
+from dataset import Preprocess
+from encode import encode_videos, load_encoder, open_cache
+from model import CaptionDecoder, DecoderConfig
+from synthetic import make_synthetic_msrvtt, make_tiny_xclip
+from tools.measure import children_rss_mib, peak_rss_mib, reset_peak_rss, rss_mib, timed
+
 WARMUP_FRACTION = 0.1  # readings before this fraction of the clips warm caches and allocators up
-
-
-def rss_mb(pid="self"):
-    """Resident memory of a process in MB (1e6 bytes), from /proc/<pid>/statm."""
-    resident_pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
-    return resident_pages * os.sysconf("SC_PAGE_SIZE") / 1e6
-
-
-def children_rss_mb():
-    """Resident memory of this process's children (DataLoader workers), in MB; 0 when there are none."""
-    total = 0.0
-    for task in Path("/proc/self/task").iterdir():
-        try:
-            child_ids = (task / "children").read_text().split()
-        except OSError:
-            continue
-        for child_id in child_ids:
-            try:
-                total += rss_mb(child_id)
-            except OSError:  # the child exited meanwhile
-                pass
-    return total
-
-
-def peak_rss_reset():
-    """Reset the kernel's peak-RSS mark of this process (VmHWM); False where the kernel does not allow it."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_mb():
-    """Peak resident memory of this process since the last peak_rss_reset (or since it started), in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024 / 1e6
-    raise OSError("/proc/self/status has no VmHWM line")
 
 
 def warmup_index(num_readings, warmup_fraction=WARMUP_FRACTION):
@@ -67,7 +49,7 @@ def warmup_index(num_readings, warmup_fraction=WARMUP_FRACTION):
 
 
 def growth_after_warmup(readings, warmup_fraction=WARMUP_FRACTION):
-    """MB by which the readings rise after the first warmup_fraction of them: max(later) - reading at warm-up."""
+    """How far the readings rise after the first warmup_fraction of them: max(later) - reading at warm-up."""
     if len(readings) < 2:
         return 0.0
     start = warmup_index(len(readings), warmup_fraction)
@@ -80,13 +62,8 @@ def make_untrained_checkpoint(path, encoder_meta, tokenizer_path, seed=0):
     Its output bias keeps byte pieces and EOS unlikely, so every caption is max_len words: enough to
     exercise decoding and printing, nothing to judge captions by.
     """
-    import sentencepiece as spm
-    import torch
-    from checkpoint import save_checkpoint
-    from model import CaptionDecoder, DecoderConfig
-
-    tokenizer_path = Path(tokenizer_path)
-    tokenizer = spm.SentencePieceProcessor(model_file=str(tokenizer_path))
+    tokenizer_proto = Path(tokenizer_path).read_bytes()
+    tokenizer = spm.SentencePieceProcessor(model_proto=tokenizer_proto)
     config = DecoderConfig(vocab_size=tokenizer.get_piece_size(), latent_dim=int(encoder_meta["latent_dim"]),
                            embed_dim=32, hidden_dim=64, num_layers=1, dropout=0.0, pad_id=tokenizer.pad_id(),
                            bos_id=tokenizer.bos_id(), eos_id=tokenizer.eos_id())
@@ -97,46 +74,39 @@ def make_untrained_checkpoint(path, encoder_meta, tokenizer_path, seed=0):
                 or tokenizer.is_control(index) or tokenizer.is_unknown(index)]
     with torch.no_grad():
         decoder.head.bias[unwanted] = -20.0
-    payload = {"decoder_config": config.to_dict(), "decoder": decoder.state_dict(),
-               "tokenizer": tokenizer_path.read_bytes(), "encoder": dict(encoder_meta),
-               "args": {"made_by": "soak.make_untrained_checkpoint"}, "metrics": {}, "epoch": 0}
-    save_checkpoint(path, payload)
+    save_checkpoint(path, make_checkpoint(decoder, tokenizer_proto, encoder_meta,
+                                          {"made_by": "soak.make_untrained_checkpoint"}))
     return Path(path)
 
 
 def measure_encoding(items, encoder, cache, preprocess, batch_size=8, num_workers=0):
-    """encode_videos over items in one call, reading RSS after every clip written to the cache.
+    """encode_videos over items in one call, reading resident memory (MiB) after every clip written to the cache.
 
-    Returns {"rss_mb": [...], "workers_rss_mb": [...], "seconds", "summary"}.
+    Returns {"rss_mib": [...], "workers_rss_mib": [...], "seconds", "summary"}.
     """
-    from encode import encode_videos
-
-    readings = {"rss_mb": [], "workers_rss_mb": []}
+    readings = {"rss_mib": [], "workers_rss_mib": []}
     write = cache.write
 
     def write_and_read_memory(*args, **kwargs):
         write(*args, **kwargs)
-        readings["rss_mb"].append(rss_mb())
+        readings["rss_mib"].append(rss_mib())
         if num_workers:
-            readings["workers_rss_mb"].append(children_rss_mb())
+            readings["workers_rss_mib"].append(children_rss_mib())
 
     cache.write = write_and_read_memory
-    started = time.perf_counter()
     try:
-        summary = encode_videos(items, encoder, cache, preprocess, batch_size=batch_size, num_workers=num_workers,
-                                progress=False)
+        seconds, summary = timed(encode_videos, items, encoder, cache, preprocess, batch_size=batch_size,
+                                 num_workers=num_workers, progress=False)
     finally:
         del cache.write  # back to the class's method
-    return {**readings, "seconds": time.perf_counter() - started, "summary": summary}
+    return {**readings, "seconds": seconds, "summary": summary}
 
 
 def measure_inference(video_paths, model_path, xclip_model, beam_size=5, max_len=30):
-    """inference.main over video_paths in one call, reading RSS after every clip (captioned or not).
+    """inference.main over video_paths in one call, reading resident memory (MiB) after every clip (captioned or not).
 
-    Returns {"rss_mb": [...], "seconds", "exit_code", "captions": stdout lines, "errors": stderr lines}.
+    Returns {"rss_mib": [...], "seconds", "exit_code", "captions": stdout lines, "errors": stderr lines}.
     """
-    import inference
-
     readings = []
     caption_video = inference.caption_video
 
@@ -144,77 +114,65 @@ def measure_inference(video_paths, model_path, xclip_model, beam_size=5, max_len
         try:
             return caption_video(*args, **kwargs)
         finally:
-            readings.append(rss_mb())
+            readings.append(rss_mib())
 
     args = inference.parse_args(["--model_path", str(model_path), "--xclip_model", str(xclip_model), "--device",
                                  "cpu", "--beam_size", str(beam_size), "--max_len", str(max_len), "--video_path",
                                  *map(str, video_paths)])
     stdout, stderr = io.StringIO(), io.StringIO()
     inference.caption_video = caption_and_read_memory
-    started = time.perf_counter()
     try:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            exit_code = inference.main(args)
+            seconds, exit_code = timed(inference.main, args)
     finally:
         inference.caption_video = caption_video
-    return {"rss_mb": readings, "seconds": time.perf_counter() - started, "exit_code": exit_code,
+    return {"rss_mib": readings, "seconds": seconds, "exit_code": exit_code,
             "captions": stdout.getvalue().splitlines(), "errors": stderr.getvalue().splitlines()}
 
 
 def write_long_video(path, minutes, size=(320, 240), fps=30, seed=0):
     """A long clip of a drifting gradient under grain (motion and residuals to decode, like footage)."""
-    import av
-    import numpy as np
-    from tqdm import tqdm
-
     path = Path(path)
     width, height = size
     num_frames = int(minutes * 60 * fps)
     rows, columns = np.mgrid[0:height, 0:width]
     grain = np.random.default_rng(seed).integers(-12, 13, (7, height, width, 1))  # 7 grain patterns, cycled
-    temp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    with av.open(str(temp), "w") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for number in tqdm(range(num_frames), desc="long clip", unit="frame", leave=False):
-            gradient = ((rows + columns + 2 * number) % 200 + 28)[:, :, None] * np.array([1.0, 0.8, 0.6])
-            pixels = np.clip(gradient + grain[number % 7], 0, 255).astype(np.uint8)  # (H, W, 3)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+    temporary = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        with av.open(str(temporary), "w") as container:
+            stream = container.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            for number in tqdm(range(num_frames), desc="long clip", unit="frame", leave=False):
+                gradient = ((rows + columns + 2 * number) % 200 + 28)[:, :, None] * np.array([1.0, 0.8, 0.6])
+                pixels = np.clip(gradient + grain[number % 7], 0, 255).astype(np.uint8)  # (H, W, 3)
+                for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
                 container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    os.replace(temp, path)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
     return path
 
 
 def measure_long_video(path, model_path, xclip_model, warmup_path=None):
-    """Seconds and peak-RSS rise of captioning one clip, after the model is loaded and has captioned
+    """Seconds and peak-RSS rise (MiB) of captioning one clip, after the model is loaded and has captioned
     warmup_path (a small clip; default: this one), so that only what this clip needs counts."""
-    import inference
-    from checkpoint import (decoder_from_checkpoint, encoder_from_checkpoint, load_checkpoint,
-                            tokenizer_from_checkpoint)
-    from dataset import Preprocess
-
     checkpoint = load_checkpoint(model_path)
     encoder = encoder_from_checkpoint(checkpoint, str(xclip_model))
     decoder, tokenizer = decoder_from_checkpoint(checkpoint), tokenizer_from_checkpoint(checkpoint)
     preprocess = Preprocess.from_dict(checkpoint["encoder"]["preprocess"])
     inference.caption_video(warmup_path or path, encoder, decoder, tokenizer, preprocess, beam_size=1, max_len=5)
-    before = rss_mb()
-    resettable = peak_rss_reset()
-    started = time.perf_counter()
-    result = inference.caption_video(path, encoder, decoder, tokenizer, preprocess, beam_size=1, max_len=5)
-    seconds = time.perf_counter() - started
-    return {"seconds": seconds, "peak_rise_mb": peak_rss_mb() - before if resettable else None,
+    before = rss_mib()
+    resettable = reset_peak_rss()
+    seconds, result = timed(inference.caption_video, path, encoder, decoder, tokenizer, preprocess, beam_size=1,
+                            max_len=5)
+    return {"seconds": seconds, "peak_rise_mib": peak_rss_mib() - before if resettable else None,
             "decode_seconds": result["seconds"]["decode"], "warnings": result["warnings"]}
 
 
 def prepare(out_dir, num_videos, xclip_model=None, seed=0):
     """Synthetic set, X-CLIP folder, tokenizer and an untrained checkpoint under out_dir (reused when there)."""
-    from create_tokenizer import train_captions, train_tokenizer
-    from encode import load_encoder, open_cache
-    from synthetic import make_synthetic_msrvtt, make_tiny_xclip
-
     out_dir = Path(out_dir)
     data_dir = make_synthetic_msrvtt(out_dir / "data", num_videos=num_videos, seed=seed, min_captions=2,
                                      max_captions=3)
@@ -224,7 +182,8 @@ def prepare(out_dir, num_videos, xclip_model=None, seed=0):
             make_tiny_xclip(xclip_model, seed=seed)
     tokenizer_path = out_dir / "tokenizer.model"
     if not tokenizer_path.is_file():
-        tokenizer_path = train_tokenizer(train_captions(data_dir), out_dir / "tokenizer", vocab_size=300)
+        captions = train_captions(load_msrvtt(data_dir, check_videos=False))
+        tokenizer_path = train_tokenizer(captions, out_dir / "tokenizer", vocab_size=300)
     encoder, _ = load_encoder(str(xclip_model))
     cache, preprocess = open_cache(encoder, out_dir / "cache")
     model_path = make_untrained_checkpoint(out_dir / "untrained.pt", cache.meta, tokenizer_path, seed=seed)
@@ -248,20 +207,31 @@ def parse_args(argv=None):
     parser.add_argument("--long_minutes", type=float, default=0, help="also caption one clip this long (0 = skip)")
     parser.add_argument("--long_size", type=int, nargs=2, default=[320, 240], help="width and height of the long clip")
     parser.add_argument("--long_fps", type=int, default=30, help="frame rate of the long clip")
-    parser.add_argument("--max_growth_mb", type=float, default=50.0, help="RSS growth after warm-up that fails the run")
+    parser.add_argument("--max_growth_mib", "--max_growth_mb", dest="max_growth_mib", type=float, default=50.0,
+                        help="resident memory growth after warm-up (MiB) that fails the run")
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic clips and the tiny models")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     return parser.parse_args(argv)
 
 
-def main(args):
+def long_video_report(args, world) -> dict:
+    """--long_minutes: write the long clip once, caption it, and report its seconds and peak-RSS rise."""
+    width, height = args.long_size
+    long_clip = Path(args.out_dir) / f"long-{args.long_minutes:g}min-{width}x{height}-{args.long_fps}fps.mp4"
+    if not long_clip.is_file():
+        write_long_video(long_clip, args.long_minutes, (width, height), args.long_fps)
+    result = measure_long_video(long_clip, world["model_path"], world["xclip_model"], world["videos"][0])
+    rise = result["peak_rise_mib"]
+    return {"path": str(long_clip), "seconds": round(result["seconds"], 2),
+            "peak_rise_mib": None if rise is None else round(rise, 1), "warnings": result["warnings"]}
+
+
+def main(args) -> int:
     if args.num_videos < 3 or not 1 <= args.inference_videos <= args.num_videos:
-        print(f"soak.py: need --num_videos >= 3 and 1 <= --inference_videos <= --num_videos "
-              f"(got {args.num_videos}, {args.inference_videos})", file=sys.stderr)
-        return 2
+        return fail(UserError(f"--num_videos {args.num_videos}, --inference_videos {args.inference_videos}: need "
+                              "--num_videos >= 3 and 1 <= --inference_videos <= --num_videos"))
     if args.threads:
-        import torch
         torch.set_num_threads(args.threads)
     world = prepare(args.out_dir, args.num_videos, args.xclip_model, args.seed)
     cache = world["cache"]
@@ -274,32 +244,28 @@ def main(args):
     report = {
         "encode": {"videos": args.num_videos, "encoded": encoding["summary"]["encoded"],
                    "failed": len(encoding["summary"]["failed"]), "seconds": round(encoding["seconds"], 1),
-                   "rss_after_warmup_mb": round(encoding["rss_mb"][warmup_index(len(encoding["rss_mb"]))], 1),
-                   "rss_end_mb": round(encoding["rss_mb"][-1], 1),
-                   "growth_mb": round(growth_after_warmup(encoding["rss_mb"]), 1)},
+                   "rss_after_warmup_mib": round(encoding["rss_mib"][warmup_index(len(encoding["rss_mib"]))], 1),
+                   "rss_end_mib": round(encoding["rss_mib"][-1], 1),
+                   "growth_mib": round(growth_after_warmup(encoding["rss_mib"]), 1)},
         "inference": {"videos": args.inference_videos, "captioned": len(captioning["captions"]),
                       "exit_code": captioning["exit_code"], "seconds": round(captioning["seconds"], 1),
-                      "rss_end_mb": round(captioning["rss_mb"][-1], 1),
-                      "growth_mb": round(growth_after_warmup(captioning["rss_mb"]), 1)},
+                      "rss_end_mib": round(captioning["rss_mib"][-1], 1),
+                      "growth_mib": round(growth_after_warmup(captioning["rss_mib"]), 1)},
     }
-    if encoding["workers_rss_mb"]:
-        report["encode"]["workers_growth_mb"] = round(growth_after_warmup(encoding["workers_rss_mb"]), 1)
+    if encoding["workers_rss_mib"]:
+        report["encode"]["workers_growth_mib"] = round(growth_after_warmup(encoding["workers_rss_mib"]), 1)
     if args.long_minutes:
-        long_clip = Path(args.out_dir) / f"long-{args.long_minutes:g}min-{args.long_size[0]}x{args.long_size[1]}-{args.long_fps}fps.mp4"
-        if not long_clip.is_file():
-            write_long_video(long_clip, args.long_minutes, tuple(args.long_size), args.long_fps)
-        long_result = measure_long_video(long_clip, world["model_path"], world["xclip_model"], world["videos"][0])
-        report["long_video"] = {"path": str(long_clip), "seconds": round(long_result["seconds"], 2),
-                                "peak_rise_mb": None if long_result["peak_rise_mb"] is None
-                                else round(long_result["peak_rise_mb"], 1), "warnings": long_result["warnings"]}
-    growths = [report["encode"]["growth_mb"], report["inference"]["growth_mb"],
-               report["encode"].get("workers_growth_mb", 0.0)]
-    report["passed"] = max(growths) < args.max_growth_mb and report["inference"]["exit_code"] == 0
+        report["long_video"] = long_video_report(args, world)
+    growths = [report["encode"]["growth_mib"], report["inference"]["growth_mib"],
+               report["encode"].get("workers_growth_mib", 0.0)]
+    report["passed"] = max(growths) < args.max_growth_mib and report["inference"]["exit_code"] == 0
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         for part, numbers in report.items():
-            print(f"{part:<10} {numbers if not isinstance(numbers, dict) else ', '.join(f'{k} {v}' for k, v in numbers.items())}")
+            if isinstance(numbers, dict):
+                numbers = ", ".join(f"{key} {value}" for key, value in numbers.items())
+            print(f"{part:<10} {numbers}")
     return 0 if report["passed"] else 1
 
 

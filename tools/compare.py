@@ -1,6 +1,6 @@
 """Measure what several views and the attention decoder change, on synthetic clips and real ones.
 
-    python compare.py --out_dir runs/compare --seeds 0 1 2 --out runs/compare/compare.json
+    python tools/compare.py --out_dir runs/compare --seeds 0 1 2 --out runs/compare/compare.json
 
 Three comparisons, each printed as a markdown table (and all numbers written to --out as JSON):
   views:  spread of the latent across K jittered samplings (mean cosine of each view to their mean),
@@ -14,21 +14,29 @@ Three comparisons, each printed as a markdown table (and all numbers written to 
 """
 import argparse
 import contextlib
-import json
-import os
 import sys
 import time
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as `python tools/compare.py`, only tools/ is on the path
+    sys.path.insert(0, str(REPO))
+
 import numpy as np
+
+import evaluate
+import train
+from annotations import load_msrvtt
+from common import UserError, expand_video_paths, fail, write_json, write_text
+from create_tokenizer import train_captions, train_tokenizer
+from encode import encode_videos, load_encoder, open_cache, split_latents
+from synthetic import make_synthetic_msrvtt, make_tiny_xclip
+from tools.bench import full_size_xclip_config, save_random_xclip
 
 
 def build_world(root, task, num_videos, clip_frames=32, fps=8, xclip_seed=0, vocab_size=400):
     """A synthetic MSR-VTT of `task` (clips of clip_frames frames), a tiny random X-CLIP and a tokenizer under root
     (kept when already there)."""
-    from create_tokenizer import train_captions, train_tokenizer
-    from synthetic import make_synthetic_msrvtt, make_tiny_xclip
-
     root = Path(root)
     data = make_synthetic_msrvtt(root / "data", num_videos=num_videos, seed=1, task=task, num_frames=clip_frames,
                                  fps=fps)
@@ -37,14 +45,13 @@ def build_world(root, task, num_videos, clip_frames=32, fps=8, xclip_seed=0, voc
         make_tiny_xclip(xclip, seed=xclip_seed)
     tokenizer = root / "tokenizer.model"
     if not tokenizer.is_file():
-        tokenizer = train_tokenizer(train_captions(data), root / "tokenizer", vocab_size=vocab_size)
+        captions = train_captions(load_msrvtt(data, check_videos=False))
+        tokenizer = train_tokenizer(captions, root / "tokenizer", vocab_size=vocab_size)
     return {"root": root, "data": data, "xclip": xclip, "tokenizer": tokenizer, "cache": root / "cache"}
 
 
 def train_run(world, out_dir, seed, epochs, extra_flags=()):
     """train.py on the world with small-decoder settings; its per-epoch lines go to out_dir/train.log."""
-    import train
-
     flags = ["--data_dir", str(world["data"]), "--tokenizer_path", str(world["tokenizer"]),
              "--xclip_model", str(world["xclip"]), "--cache_dir", str(world["cache"]), "--out_dir", str(out_dir),
              "--epochs", str(epochs), "--batch_size", "64", "--embed_dim", "128", "--hidden_dim", "256",
@@ -59,14 +66,12 @@ def train_run(world, out_dir, seed, epochs, extra_flags=()):
         code = train.main(train.parse_args(flags))
     if code != 0:
         raise RuntimeError(f"train.py failed on {out_dir} (exit {code}); see {out_dir / 'train.log'}")
-    (out_dir / "done").write_text(f"{time.time() - started:.1f}\n")
+    write_text(out_dir / "done", f"{time.time() - started:.1f}\n")
     return out_dir / "best.pt"
 
 
 def evaluate_run(world, model_path, views=1, split="test"):
     """evaluate.py's metrics for a checkpoint on the world's split, captioning from the mean of `views` views."""
-    import evaluate
-
     args = evaluate.parse_args(["--model_path", str(model_path), "--data_dir", str(world["data"]), "--split", split,
                                 "--xclip_model", str(world["xclip"]), "--cache_dir", str(world["cache"]),
                                 "--num_workers", "0", "--beam_size", "3", "--views", str(views), "--java", "no"])
@@ -74,19 +79,38 @@ def evaluate_run(world, model_path, views=1, split="test"):
         return evaluate.evaluate_checkpoint(args, java=False)["metrics"]
 
 
+def view_spread(latents, centred=False):
+    """Mean cosine similarity of each view's latent to the mean of its video's views: latents (N, K, D) -> float.
+
+    1.0 means the sampled frames do not matter; the lower, the more the latent depends on them. With
+    centred, the mean latent of all videos is taken away first, as the decoder's standardisation does,
+    so that a direction every latent shares does not hide the differences.
+    """
+    latents = np.asarray(latents, dtype=np.float64)
+    if centred:
+        latents = latents - latents.mean(axis=(0, 1))
+    mean = latents.mean(axis=1, keepdims=True)  # (N, 1, D)
+    cosine = (latents * mean).sum(-1) / (np.linalg.norm(latents, axis=-1) * np.linalg.norm(mean, axis=-1) + 1e-12)
+    return float(cosine.mean())
+
+
+def view_variance_share(latents):
+    """Share of the latents' variance that is between views of the same video rather than between videos:
+    latents (N, K, D) -> float in [0, 1]; 0 when the sampling does not matter."""
+    latents = np.asarray(latents, dtype=np.float64)
+    within = ((latents - latents.mean(axis=1, keepdims=True)) ** 2).sum(-1).mean()
+    total = ((latents - latents.mean(axis=(0, 1))) ** 2).sum(-1).mean()
+    return float(within / total) if total > 0 else 0.0
+
+
 def spread_statistics(latents):
     """How much K views of each video (N, K, D) differ: raw and centred cosine to the views' mean, variance share."""
-    from encode import view_spread, view_variance_share
-
     return {"cosine": view_spread(latents), "centred_cosine": view_spread(latents, centred=True),
             "variance_share": view_variance_share(latents)}
 
 
 def cached_view_spread(world, views, splits=("train", "val", "test")):
     """spread_statistics of the world's K-view cache (encoding what is missing) over the given splits."""
-    from dataset import load_msrvtt
-    from encode import load_encoder, split_latents
-
     encoder, _ = load_encoder(str(world["xclip"]))
     with contextlib.redirect_stdout(sys.stderr):
         latents_by_split, _ = split_latents(load_msrvtt(world["data"]), list(splits), encoder, world["cache"],
@@ -146,30 +170,24 @@ def compare_order(args):
             # Of the colour changes whose two colours the caption names, the share it puts in the right order
             # (0.5 = a coin toss).
             named = metrics["order_content_accuracy_colour_change"]
-            metrics["order_when_named_colour_change"] = metrics["order_accuracy_colour_change"] / named if named else 0.0
+            in_order = metrics["order_accuracy_colour_change"]
+            metrics["order_when_named_colour_change"] = in_order / named if named else 0.0
             metric_runs.append(metrics)
         rows.append({"decoder": decoder, **summarise(metric_runs, names)})
     return {"rows": rows, "metrics": names}
 
 
-def make_full_size_random_xclip(out_dir, num_frames=16):
-    """A randomly initialised X-CLIP with the base-patch32 sizes (ViT-B/32 vision tower, 224 px, 512-d)."""
-    import torch
-    from transformers import XCLIPConfig, XCLIPModel
-
+def make_full_size_random_xclip(out_dir):
+    """A randomly initialised X-CLIP with the base-patch32 sizes (ViT-B/32 vision tower, 224 px, 512-d, 16 frames),
+    bench.py's; kept when already there."""
     out_dir = Path(out_dir)
-    if (out_dir / "config.json").is_file():
-        return out_dir
-    config = XCLIPConfig(vision_config={"num_frames": num_frames}, projection_dim=512)
-    torch.manual_seed(0)
-    XCLIPModel(config).eval().save_pretrained(out_dir)
+    if not (out_dir / "config.json").is_file():
+        save_random_xclip(out_dir, full_size_xclip_config(), seed=0)
     return out_dir
 
 
 def compare_real(args):
     """View spread on real clips: full-size random X-CLIP (and the tiny one, for scale)."""
-    from encode import encode_videos, expand_video_paths, load_encoder, open_cache
-
     paths = expand_video_paths([args.real_videos])
     items = [(path.stem, path) for path in paths]
     root = Path(args.out_dir) / "real"
@@ -253,8 +271,8 @@ def parse_args(argv=None):
     parser.add_argument("--views", type=int, default=4, help="K: jittered samplings per video")
     parser.add_argument("--epochs", type=int, default=20, help="training epochs per run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one training run per seed")
-    parser.add_argument("--real_videos", default=str(Path(__file__).resolve().parent.parent / "shared" / "realdata"
-                                                     / "videos"), help="folder of real clips for the spread")
+    parser.add_argument("--real_videos", default=str(REPO.parent / "shared" / "realdata" / "videos"),
+                        help="folder of real clips for the spread")
     parser.add_argument("--skip_full_size", action="store_true",
                         help="leave out the full-size random X-CLIP (it takes about a minute and 800 MB of disk)")
     parser.add_argument("--real_xclip", default="",
@@ -265,29 +283,36 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def main(args):
+def check_args(args):
+    """None, or one line saying which flags cannot be used."""
     if args.views < 2 or args.epochs < 1 or not args.seeds or args.num_videos < 20:
-        print("compare.py: need --views >= 2, --epochs >= 1, at least one seed and --num_videos >= 20", file=sys.stderr)
-        return 2
+        return "need --views >= 2, --epochs >= 1, at least one seed and --num_videos >= 20"
     if "real" in args.parts and not Path(args.real_videos).is_dir():
-        print(f"compare.py: {args.real_videos}: no such folder of clips; pass --real_videos or leave out "
-              "--parts real", file=sys.stderr)
-        return 2
+        return f"--real_videos {args.real_videos}: no such folder of clips; pass one or leave out --parts real"
+    return None
+
+
+def main(args) -> int:
+    problem = check_args(args)
+    if problem:
+        return fail(problem)
     results = {}
-    for part, run in (("views", compare_views), ("order", compare_order), ("real", compare_real)):
-        if part in args.parts:
-            started = time.time()
-            results[part] = run(args)
-            results[part]["seconds"] = time.time() - started
-            print(f"{part}: done in {results[part]['seconds']:.0f}s", file=sys.stderr)
+    try:
+        for part, run in (("views", compare_views), ("order", compare_order), ("real", compare_real)):
+            if part in args.parts:
+                started = time.time()
+                results[part] = run(args)
+                results[part]["seconds"] = time.time() - started
+                print(f"{part}: done in {results[part]['seconds']:.0f}s", file=sys.stderr)
+    except UserError as error:
+        return fail(error)
     tables = markdown_tables(results, args)
     print(tables)
-    for path, text in ((args.out, json.dumps(results, indent=2)), (args.markdown, tables)):
-        if path:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            temp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}")
-            temp.write_text(text + "\n")
-            os.replace(temp, path)
+    if args.out:
+        write_json(args.out, results)
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        write_text(args.markdown, tables + "\n")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Benchmark every stage of the captioner beside its floor, on MSR-VTT-shaped clips and a full-size X-CLIP.
 
-    python bench.py --out bench_out/results.json
+    python tools/bench.py --out bench_out/results.json
 
 Made once under --work_dir and reused: H.264 clips shaped like MSR-VTT (320x240, 15 s, 30 fps, a keyframe
 every 2 s, B-frames, crf 23) and a 1280x720 one; a randomly initialised X-CLIP of the real architecture
@@ -11,19 +11,37 @@ with its floor or reference measured in the same run. Prints a table and whether
 --quick is a smoke run: fewer repeats and smaller sizes, its timings only indicative.
 """
 import argparse
+import functools
+import itertools
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
+from types import SimpleNamespace
+from typing import Callable, NamedTuple
 
-REPO = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as `python tools/bench.py`, only tools/ is on the path
+    sys.path.insert(0, str(REPO))
+
+from common import fail, one_line, write_json
+from tools.measure import children_peak_rss_mib, peak_rss_mib, reset_peak_rss, timed
+
+# torch, transformers, PyAV, numpy and the core modules that import them are imported inside the functions that
+# use them. A child's peak memory as wait4 reports it counts what its parent held when it started the child, so
+# the driver (which starts every stage) and the inference stage (which starts inference.py) hold nothing heavy;
+# and the sampling rows are read in fresh processes that import only what sampling needs.
+
 STAGES = ("sampling", "encoding", "training", "inference", "evaluation")
 MSRVTT_SIZE = (320, 240)
 HD_SIZE = (1280, 720)
+CLIP_LABELS = tuple(f"{width}x{height}" for width, height in (MSRVTT_SIZE, HD_SIZE))
 MSRVTT_EPOCH_CAPTIONS = 130_000  # MSR-VTT's training split: 6,513 videos x 20 captions (130,260)
 LATENT_DIM = 512
 RECIPE = 3  # in the names of the made tokenizer and checkpoint: bump it when the way they are made changes
@@ -40,20 +58,6 @@ PLANS = {
 
 # ----------------------------------------------------------------------------- measuring
 
-def median(values):
-    """Median of a non-empty list of numbers."""
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else 0.5 * (ordered[middle - 1] + ordered[middle])
-
-
-def timed(function, *args, **kwargs):
-    """(seconds, result) of one call."""
-    started = time.perf_counter()
-    result = function(*args, **kwargs)
-    return time.perf_counter() - started, result
-
-
 def interleaved_medians(contenders: dict, repeats: int, warmup: bool = True) -> dict:
     """{name: median seconds} of zero-argument callables run round-robin, so load on the machine hits all alike."""
     if warmup:
@@ -67,47 +71,20 @@ def interleaved_medians(contenders: dict, repeats: int, warmup: bool = True) -> 
             for name, seconds in runs.items()}
 
 
-def own_peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB since it started or since reset_peak_rss (Linux VmHWM; ru_maxrss
-    elsewhere, which also counts what the parent held when this process was started)."""
-    import resource
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except (OSError, ValueError, IndexError):
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def reset_peak_rss() -> None:
-    """Start this process's peak-memory count afresh from its current size (Linux; a no-op elsewhere)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-def children_peak_rss_mb() -> float:
-    """Largest peak resident memory in MiB of this process's finished children (pages shared with the parent
-    after a fork count in full)."""
-    import resource
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
-
-
-def run_measured(command, cwd=REPO, env=None, capture: bool = True) -> dict:
+def run_measured(command, env=None, capture: bool = True) -> dict:
     """Run a command; its wall seconds, exit code, stdout, stderr (capture=False: shown, not kept) and peak memory
-    (the largest of it and its children; it counts what this process held when it started, so keep this one small)."""
+    in MiB (the largest of it and its children; it counts what this process held when it started, so keep this
+    one small)."""
     with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file:
         started = time.perf_counter()
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out_file if capture else None,
+        process = subprocess.Popen(command, env=env, stdout=out_file if capture else None,
                                    stderr=err_file if capture else None)
         _, status, usage = os.wait4(process.pid, 0)  # wait4, unlike communicate(), reports this child's rusage
         wall = time.perf_counter() - started
         process.returncode = os.waitstatus_to_exitcode(status)
         out_file.seek(0)
         err_file.seek(0)
-        return {"seconds": wall, "returncode": process.returncode, "peak_rss_mb": usage.ru_maxrss / 1024.0,
+        return {"seconds": wall, "returncode": process.returncode, "peak_rss_mib": usage.ru_maxrss / 1024.0,
                 "stdout": out_file.read().decode(errors="replace"), "stderr": err_file.read().decode(errors="replace")}
 
 
@@ -131,6 +108,7 @@ def machine_info() -> dict:
 
 
 def load_average():
+    """The 1, 5 and 15-minute load averages (None where the system has none)."""
     try:
         return [round(value, 2) for value in os.getloadavg()]
     except OSError:
@@ -155,7 +133,7 @@ def write_bench_clip(path, width: int, height: int, seconds: float = 15.0, fps: 
                      crf: int = 23, seed: int = 0):
     """Write an H.264 clip shaped like a YouTube upload: a camera panning and zooming over a detailed scene with a cut
     half way, three moving objects, sensor noise; lossy (crf), B-frames, a keyframe every keyframe_interval frames.
-    At 320x240 it comes out near MSR-VTT's ~250 kb/s, at 1280x720 near 1.4 Mb/s. Written atomically."""
+    Its bitrate is near MSR-VTT's at 320x240 (docs/performance.md has the figures). Written atomically."""
     import av
     import numpy as np
     from PIL import Image
@@ -216,7 +194,6 @@ def full_size_xclip_config(num_frames: int = 16):
 
 def save_random_xclip(out_dir, config, seed: int = 0):
     """A randomly initialised XCLIPModel of `config`, written with save_pretrained (into place atomically)."""
-    import shutil
     import torch
     from transformers import XCLIPModel
     out_dir = Path(out_dir)
@@ -247,8 +224,8 @@ TEMPLATES = ("a {noun} is {verb} a {adjective} {noun} in the {noun}",
 
 
 def synthetic_captions(count: int, seed: int = 0) -> list:
-    """count MSR-VTT-like captions (7 to 13 words, ~10.5 pieces of a 10,000-piece tokenizer, as MSR-VTT's ~9 words)
-    over Zipf-distributed invented words."""
+    """count MSR-VTT-like captions (7 to 13 words, about as many pieces of a 10,000-piece tokenizer as MSR-VTT's
+    captions) over Zipf-distributed invented words."""
     import numpy as np
     rng = np.random.default_rng(seed)
 
@@ -277,21 +254,16 @@ def make_bench_checkpoint(path, xclip_path, tokenizer_path, train_batches: int =
     """A captioner checkpoint for the full pipeline: the default decoder (embed 256, LSTM 2x512) over the tokenizer's
     vocabulary, trained for a few batches on synthetic captions (so that beams end as a trained model's do), on
     random latents, with the encoder's name, fingerprint and preprocessing as train.py records them."""
-    import numpy as np
     import sentencepiece as spm
     import torch
-    from checkpoint import save_checkpoint
-    from encode import open_cache
+    from checkpoint import make_checkpoint, save_checkpoint
+    from encode import encoder_record
     from model import CaptionDecoder, DecoderConfig, XClipEncoder
     from train import caption_table, lr_lambda, run_epoch
 
     tokenizer_proto = Path(tokenizer_path).read_bytes()
     tokenizer = spm.SentencePieceProcessor(model_proto=tokenizer_proto)
-    encoder = XClipEncoder(str(xclip_path))
-    with tempfile.TemporaryDirectory(dir=Path(path).parent) as scratch:
-        cache, _ = open_cache(encoder, scratch)  # the encoder record train.py stores (name, fingerprint, ...)
-        encoder_info = dict(cache.meta)
-    del encoder
+    encoder_meta, _ = encoder_record(XClipEncoder(str(xclip_path)))  # what train.py stores (name, fingerprint...)
     torch.manual_seed(seed)
     config = DecoderConfig(vocab_size=tokenizer.get_piece_size(), latent_dim=LATENT_DIM, pad_id=tokenizer.pad_id(),
                            bos_id=tokenizer.bos_id(), eos_id=tokenizer.eos_id())
@@ -307,9 +279,7 @@ def make_bench_checkpoint(path, xclip_path, tokenizer_path, train_batches: int =
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(5, train_batches))
         run_epoch(decoder, latents, video_index, rows, batch_size, torch.device("cpu"), optimizer, scheduler, 1.0,
                   torch.Generator().manual_seed(seed), desc="bench checkpoint")
-    save_checkpoint(path, {"decoder_config": decoder.config.to_dict(), "decoder": decoder.state_dict(),
-                           "tokenizer": tokenizer_proto, "encoder": encoder_info, "args": {"bench": True},
-                           "metrics": {}, "epoch": 0})
+    save_checkpoint(path, make_checkpoint(decoder, tokenizer_proto, encoder_meta, {"bench": True}))
     return Path(path)
 
 
@@ -362,8 +332,8 @@ def prepare_workspace(work_dir, encoder: str = "full", clip_seconds: float = 15.
 
 def decode_floor(path, last_index: int, thread_type: str = "SLICE", frames_by_pts: dict | None = None) -> int:
     """Decode (never convert) the video's frames 0..last_index: the least a sampler that decodes every frame in
-    order must do (issue 5's floor). frames_by_pts {pts: (presentation index, sampled?)}: the decoder also skips
-    the unsampled frames nothing refers to, as read_video does: the least read_video's own way of decoding can do.
+    order must do. frames_by_pts {pts: (presentation index, sampled?)}: the decoder also skips the unsampled
+    frames nothing refers to, as read_video does: the least read_video's own way of decoding can do.
     Returns the number of frames that came out of the decoder."""
     import av
     with av.open(str(path)) as container:
@@ -415,21 +385,24 @@ def original_sampling(path, processor, num_frames: int = 16):
 
 def read_video_thread_type() -> str:
     """The decoder threading read_video uses on this machine (dataset.set_decoder_threads's choice)."""
-    from types import SimpleNamespace
     from dataset import set_decoder_threads
     stream = SimpleNamespace(thread_type=None)
     set_decoder_threads(stream)
     return stream.thread_type
 
 
+# What a fresh process runs to sample a clip once, each way.
+SAMPLE_ONCE = {"read_video": "import dataset; dataset.read_video({path!r})",
+               "original": "from tools import bench; bench.original_sampling({path!r}, bench.original_processor())"}
+
+
 def peak_memory_of_sampling(path, way: str) -> float:
     """Peak resident memory (MiB) of a fresh Python process that samples the clip once, `way` "read_video" or
     "original" (imports included: numpy, PyAV, and transformers' processor for the original way)."""
-    code = ("import sys; sys.path.insert(0, {repo!r}); import bench, dataset; " +
-            ("dataset.read_video({path!r}); " if way == "read_video" else
-             "bench.original_sampling({path!r}, bench.original_processor()); ") +
-            "print(bench.own_peak_rss_mb())")  # from inside: ru_maxrss would count this process's size at the fork
-    run = run_measured([sys.executable, "-c", code.format(repo=str(REPO), path=str(path))])
+    code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); from tools.measure import peak_rss_mib; "
+            f"{SAMPLE_ONCE[way].format(path=str(path))}; "
+            "print(peak_rss_mib())")  # from inside: ru_maxrss would count this process's size at the fork
+    run = run_measured([sys.executable, "-c", code])
     if run["returncode"] != 0:
         raise RuntimeError(f"sampling {path} the {way} way failed: {run['stderr'].strip()[-400:]}")
     return float(run["stdout"].split()[-1])
@@ -465,69 +438,94 @@ def bench_sampling(clips: dict, repeats: int = 5, num_frames: int = 16) -> dict:
                           "original_s": medians["original"]["median_s"], "ratio_to_floor": ours / floor,
                           "ratio_to_skipping_floor": ours / medians["floor_skipping"]["median_s"],
                           "speedup_vs_original": medians["original"]["median_s"] / ours,
-                          "read_video_peak_rss_mb": peak_memory_of_sampling(path, "read_video"),
-                          "original_peak_rss_mb": peak_memory_of_sampling(path, "original"), "runs": medians}
+                          "read_video_peak_rss_mib": peak_memory_of_sampling(path, "read_video"),
+                          "original_peak_rss_mib": peak_memory_of_sampling(path, "original"), "runs": medians}
     return results
 
 
 # ----------------------------------------------------------------------------- 2. encoding into the cache
+
+def encode_into_fresh_cache(items: list, encoder, dtype_name: str, scratch, batch_size: int, num_workers: int):
+    """encode_videos over items into a new cache under scratch, removed afterwards, so that every run encodes all."""
+    from encode import encode_videos, open_cache
+    cache_dir = Path(tempfile.mkdtemp(dir=scratch))
+    try:
+        cache, preprocess = open_cache(encoder, cache_dir, dtype_name)
+        summary = encode_videos(items, encoder, cache, preprocess, batch_size=batch_size, num_workers=num_workers,
+                                progress=False)
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    if summary["encoded"] != len(items):
+        raise RuntimeError(f"encode_videos encoded {summary['encoded']} of {len(items)}: {summary['failed'][:1]}")
+
+
+def encoding_fp32(xclip_path, clip_paths: list, pipeline, batch_size: int, repeats: int, ready_repeats: int):
+    """The fp32 phase: the encoder alone on a ready batch and the whole pipeline, interleaved; the phase's peak
+    memory (main process, largest DataLoader worker) and the seconds to decode one video.
+    Returns (figures, runs, the ready batch (B, F, 3, S, S), its latents)."""
+    import numpy as np
+    import torch
+    from dataset import read_video
+    from encode import load_encoder, load_preprocess
+
+    reset_peak_rss()
+    figures = {}
+    figures["encoder_load_s"], (encoder, _) = timed(load_encoder, str(xclip_path), "fp32")
+    preprocess = load_preprocess(encoder.name_or_path, encoder.image_size)
+    frames, _ = read_video(clip_paths[0], num_frames=encoder.num_frames, preprocess=preprocess)
+    ready = torch.from_numpy(np.stack([frames] * batch_size))  # (B, F, 3, S, S)
+    latents = encoder.encode(ready)  # also the warm-up (allocator, oneDNN kernels)
+    runs = {"ready_fp32": [], "pipeline_fp32": []}
+    for repeat in range(max(repeats, ready_repeats)):
+        if repeat < ready_repeats:
+            runs["ready_fp32"].append(timed(encoder.encode, ready)[0])
+        if repeat < repeats:
+            runs["pipeline_fp32"].append(timed(pipeline, encoder, "fp32")[0])
+    figures["fp32_peak_rss_mib"] = peak_rss_mib()
+    figures["fp32_worker_peak_rss_mib"] = children_peak_rss_mib()
+    figures["decode_one_video_s"] = median([timed(read_video, path, encoder.num_frames, preprocess)[0]
+                                            for path in clip_paths[:3]])
+    return figures, runs, ready, latents
+
+
+def encoding_bf16(xclip_path, ready, pipeline, ready_repeats: int):
+    """The bf16 phase, loaded as encode.py --encode_dtype bf16 loads it (with an fp32 twin for the cosine): the
+    encoder alone and the pipeline once, and the phase's peak memory. Returns (figures, runs, latents of ready)."""
+    from encode import load_encoder
+
+    reset_peak_rss()
+    encoder, fp32_twin = load_encoder(str(xclip_path), "bf16")
+    latents = encoder.encode(ready)  # warm-up
+    runs = {"ready_bf16": [timed(encoder.encode, ready)[0] for _ in range(ready_repeats)],
+            "pipeline_bf16": [timed(pipeline, encoder, "bf16")[0]]}
+    return {"bf16_peak_rss_mib": peak_rss_mib()}, runs, latents
+
 
 def bench_encoding(xclip_path, clip_paths: list, num_videos: int = 24, batch_size: int = 8, num_workers: int = 2,
                    repeats: int = 2, ready_repeats: int = 2, work_dir=None) -> dict:
     """Videos/s of encode.encode_videos over a folder (a fresh cache each run) beside the encoder alone on ready
     (B, 16, 3, 224, 224) tensors, interleaved, in fp32; then the same in bf16 with its speed-up and the cosine of its
     latents to fp32's. Peak memory of each phase: the main process, and the largest DataLoader worker."""
-    import shutil
-    import numpy as np
     import torch
-    from dataset import load_preprocess, read_video
-    from encode import encode_videos, load_encoder, open_cache
 
     items = [(f"video{index}", Path(clip_paths[index % len(clip_paths)])) for index in range(num_videos)]
     scratch = Path(tempfile.mkdtemp(prefix="bench_cache_", dir=work_dir))
-
-    def pipeline(model, dtype_name):
-        cache_dir = Path(tempfile.mkdtemp(dir=scratch))
-        cache, preprocess_used = open_cache(model, cache_dir, dtype_name)
-        summary = encode_videos(items, model, cache, preprocess_used, batch_size=batch_size,
-                                num_workers=num_workers, progress=False)
-        shutil.rmtree(cache_dir, ignore_errors=True)
-        if summary["encoded"] != num_videos:
-            raise RuntimeError(f"encode_videos encoded {summary['encoded']} of {num_videos}: {summary['failed'][:1]}")
-
+    pipeline = functools.partial(encode_into_fresh_cache, items, scratch=scratch, batch_size=batch_size,
+                                 num_workers=num_workers)
     result = {"num_videos": num_videos, "batch_size": batch_size, "num_workers": num_workers}
     try:
-        reset_peak_rss()
-        result["encoder_load_s"], (encoder, _) = timed(load_encoder, str(xclip_path), "fp32")
-        preprocess = load_preprocess(encoder.name_or_path, encoder.image_size)
-        frames, _ = read_video(clip_paths[0], num_frames=encoder.num_frames, preprocess=preprocess)
-        ready = torch.from_numpy(np.stack([frames] * batch_size))  # (B, T, 3, S, S)
-        latents_fp32 = encoder.encode(ready)  # also the warm-up (allocator, oneDNN kernels)
-        runs = {"ready_fp32": [], "pipeline_fp32": []}
-        for repeat in range(max(repeats, ready_repeats)):
-            if repeat < ready_repeats:
-                runs["ready_fp32"].append(timed(encoder.encode, ready)[0])
-            if repeat < repeats:
-                runs["pipeline_fp32"].append(timed(pipeline, encoder, "fp32")[0])
-        result["fp32_peak_rss_mb"] = own_peak_rss_mb()
-        result["fp32_worker_peak_rss_mb"] = children_peak_rss_mb()
-        result["decode_one_video_s"] = median([timed(read_video, path, encoder.num_frames, preprocess)[0]
-                                               for path in clip_paths[:3]])
-        del encoder
-        reset_peak_rss()
-        encoder_bf16, reference = load_encoder(str(xclip_path), "bf16")  # as encode.py --encode_dtype bf16 does
-        latents_bf16 = encoder_bf16.encode(ready)  # warm-up
-        runs["ready_bf16"] = [timed(encoder_bf16.encode, ready)[0] for _ in range(ready_repeats)]
-        runs["pipeline_bf16"] = [timed(pipeline, encoder_bf16, "bf16")[0]]
-        result["bf16_peak_rss_mb"] = own_peak_rss_mb()
+        fp32, runs, ready, latents_fp32 = encoding_fp32(xclip_path, clip_paths, pipeline, batch_size, repeats,
+                                                        ready_repeats)
+        bf16, bf16_runs, latents_bf16 = encoding_bf16(xclip_path, ready, pipeline, ready_repeats)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    runs.update(bf16_runs)
     cosine = torch.nn.functional.cosine_similarity(latents_bf16, latents_fp32, dim=-1)
     ready_fp32 = batch_size / median(runs["ready_fp32"])
     pipeline_fp32 = num_videos / median(runs["pipeline_fp32"])
     ready_bf16 = batch_size / median(runs["ready_bf16"])
     result.update({
-        "ready_fp32_videos_per_s": ready_fp32, "pipeline_fp32_videos_per_s": pipeline_fp32,
+        **fp32, **bf16, "ready_fp32_videos_per_s": ready_fp32, "pipeline_fp32_videos_per_s": pipeline_fp32,
         "pipeline_to_ready": pipeline_fp32 / ready_fp32, "encode_one_video_s": 1.0 / ready_fp32,
         "ready_bf16_videos_per_s": ready_bf16, "bf16_speedup": ready_bf16 / ready_fp32,
         "pipeline_bf16_videos_per_s": num_videos / median(runs["pipeline_bf16"]),
@@ -603,17 +601,18 @@ def bench_training(num_batches: int = 12, repeats: int = 2, vocab_size: int = 10
 
 
 # ----------------------------------------------------------------------------- 4. one video from the command line
+# ----------------------------------------------------------------------------- 4. one video from the command line
 
 def bench_inference(checkpoint_path, video_path, repeats: int = 3, beam_size: int = 5) -> dict:
     """`python inference.py --video_path CLIP --json` run repeats times: wall seconds split into start-up (all but
     the reported decode, encode and generate), and its peak memory; `--help` seconds; the import floor."""
-    python = sys.executable
-    help_runs = [run_measured([python, "inference.py", "--help"]) for _ in range(max(3, repeats))]
+    python, script = sys.executable, str(REPO / "inference.py")
+    help_runs = [run_measured([python, script, "--help"]) for _ in range(max(3, repeats))]
     if help_runs[0]["returncode"] != 0:
         raise RuntimeError(f"inference.py --help failed: {help_runs[0]['stderr'][-400:]}")
     import_runs = [run_measured([python, "-c", "import torch, sentencepiece; from transformers import XCLIPModel"])
                    for _ in range(repeats)]
-    command = [python, "inference.py", "--video_path", str(video_path), "--model_path", str(checkpoint_path),
+    command = [python, script, "--video_path", str(video_path), "--model_path", str(checkpoint_path),
                "--json", "--beam_size", str(beam_size), "--device", "cpu"]
     runs = []
     for _ in range(repeats):
@@ -623,7 +622,7 @@ def bench_inference(checkpoint_path, video_path, repeats: int = 3, beam_size: in
         record = json.loads(run["stdout"].strip().splitlines()[-1])
         stages = record["seconds"]
         runs.append({"total_s": run["seconds"], "startup_s": run["seconds"] - sum(stages.values()), **{
-            f"{name}_s": value for name, value in stages.items()}, "peak_rss_mb": run["peak_rss_mb"],
+            f"{name}_s": value for name, value in stages.items()}, "peak_rss_mib": run["peak_rss_mib"],
             "caption_words": len(record["captions"][0]["caption"].split())})
     summary = {key: median([run[key] for run in runs]) for key in runs[0]}
     summary["generate_share"] = median([run["generate_s"] / run["total_s"] for run in runs])
@@ -637,23 +636,23 @@ def bench_inference(checkpoint_path, video_path, repeats: int = 3, beam_size: in
 
 def bench_evaluation(checkpoint_path, num_latents: int = 1000, single_videos: int = 40, beam_size: int = 5,
                      max_len: int = 30, batch_size: int = 256, repeats: int = 1, seed: int = 0) -> dict:
-    """Captions/s of evaluate.caption_latents (beam search) over num_latents cached latents in batches, beside
-    one video at a time over single_videos of them."""
+    """Captions/s of model.caption_features (beam search, as evaluate.py captions a split) over num_latents cached
+    latents in batches, beside one video at a time over single_videos of them."""
     import torch
     from checkpoint import decoder_from_checkpoint, load_checkpoint, tokenizer_from_checkpoint
-    from evaluate import caption_latents
+    from model import caption_features
 
     checkpoint = load_checkpoint(checkpoint_path)
     decoder = decoder_from_checkpoint(checkpoint)
     tokenizer = tokenizer_from_checkpoint(checkpoint)
     latents = torch.randn(num_latents, decoder.config.latent_dim, generator=torch.Generator().manual_seed(seed))
     latents = latents * decoder.latent_std + decoder.latent_mean  # (N, D) like the cache the stats came from
-    caption_latents(decoder, tokenizer, latents[:2], beam_size, max_len, batch_size)  # warm-up
+    caption_features(decoder, tokenizer, latents[:2], beam_size, max_len, batch_size)  # warm-up
     batched_runs, single_runs, captions = [], [], []
     for _ in range(repeats):
-        seconds, captions = timed(caption_latents, decoder, tokenizer, latents, beam_size, max_len, batch_size)
+        seconds, captions = timed(caption_features, decoder, tokenizer, latents, beam_size, max_len, batch_size)
         batched_runs.append(seconds)
-        single_runs.append(timed(caption_latents, decoder, tokenizer, latents[:single_videos], beam_size, max_len,
+        single_runs.append(timed(caption_features, decoder, tokenizer, latents[:single_videos], beam_size, max_len,
                                  1)[0])
     batched = num_latents / median(batched_runs)
     single = single_videos / median(single_runs)
@@ -707,20 +706,20 @@ def run_stage_process(stage: str, args, capture: bool = True) -> dict:
             raise StageError(f"stage {stage} failed (exit {run['returncode']}):\n{run['stderr'].strip()[-3000:]}")
         result = json.loads(stage_out.read_text())
     result["stage_seconds"] = run["seconds"]
-    result["process_tree_peak_rss_mb"] = run["peak_rss_mb"]  # the stage process or its largest descendant
+    result["process_tree_peak_rss_mib"] = run["peak_rss_mib"]  # the stage process or its largest descendant
     result["load_average"] = {"before": load_before, "after": load_average()}
     return result
 
 
 def targets(results: dict) -> list:
-    """Each target of issue 5: what it is, the measured value, and whether it holds (None: not measured)."""
+    """Each target: what it is, the measured value, and whether it holds (None: not measured)."""
     rows = []
 
     def add(name, value, holds, text):
         rows.append({"target": name, "value": value, "holds": holds, "text": text})
 
     sampling = results.get("sampling", {})
-    for label in ("320x240", "1280x720"):
+    for label in CLIP_LABELS:
         if label in sampling:
             ratio = sampling[label]["ratio_to_floor"]
             add(f"sampling {label} <= 1.3x decode floor", ratio, ratio <= 1.3, f"{ratio:.2f}x")
@@ -765,78 +764,88 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:.3g} s"
 
 
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+class Row(NamedTuple):
+    """A row of the printed table. Its texts are format strings over one entry of the results (a stage's, or in
+    the "sampling" section one clip's, whose {label} is its size), or functions of the entry. With needs, the
+    row is printed only when the entry holds that key (a figure some runs do not measure)."""
+    stage: str
+    section: str
+    measure: str | Callable
+    value: str | Callable
+    reference: str | Callable = ""
+    needs: str | None = None
+
+
+TABLE = (
+    Row("1 sampling", "sampling", "{label} read_video -> (16, 3, 224, 224)", lambda e: ms(e["read_video_s"]),
+        lambda e: f"floor {ms(e['floor_s'])} (decode to frame {e['last_sampled_index']}, {e['floor_threading']} "
+                  f"threads): {e['ratio_to_floor']:.2f}x"),
+    Row("1 sampling", "sampling", "{label} decode skipping unsampled non-reference frames",
+        lambda e: ms(e["skipping_floor_s"]),
+        lambda e: f"{e['frames_decoded_skipping']} of {e['last_sampled_index'] + 1} frames; read_video "
+                  f"{e['ratio_to_skipping_floor']:.2f}x this"),
+    Row("1 sampling", "sampling", "{label} original way (all frames to RGB + processor)",
+        lambda e: ms(e["original_s"]), "read_video {speedup_vs_original:.1f}x faster"),
+    Row("2 encoding", "encoding", "encode_videos, {num_videos} videos, batch {batch_size}, {num_workers} workers",
+        "{pipeline_fp32_videos_per_s:.2f} videos/s",
+        "encoder alone {ready_fp32_videos_per_s:.2f} videos/s: {pipeline_to_ready:.2f}x"),
+    Row("2 encoding", "encoding", "bf16 encoder alone (ready tensors)", "{ready_bf16_videos_per_s:.2f} videos/s",
+        "{bf16_speedup:.2f}x fp32; cosine to fp32 mean {bf16_cosine_mean:.4f}, min {bf16_cosine_min:.4f}"),
+    Row("2 encoding", "encoding", "bf16 encode_videos", "{pipeline_bf16_videos_per_s:.2f} videos/s",
+        lambda e: f"decode alone {1 / e['decode_one_video_s']:.1f} videos/s per core"),
+    Row("3 training", "training", "run_epoch from cache, vocab {vocab_size}, batch {batch_size}",
+        "{captions_per_s:.0f} captions/s",
+        lambda e: f"epoch of {e['epoch_captions']:,} captions {format_duration(e['epoch_s'])}; "
+                  f"{100 * e['padding_share']:.0f}% of each batch is padding"),
+    Row("3 training", "training", "the same, torch on 1 thread instead of {threads}",
+        "{one_thread_captions_per_s:.0f} captions/s", needs="one_thread_captions_per_s"),
+    Row("3 training", "training", "original way (decode + encode per caption)",
+        lambda e: f"{1 / e['original_per_caption_s']:.2f} captions/s",
+        lambda e: f"epoch {format_duration(e['original_epoch_s'])}: cache {e['original_to_cached']:.0f}x faster",
+        needs="original_epoch_s"),
+    Row("4 inference", "inference", "inference.py one 320x240 clip, beam 5", "{total_s:.2f} s",
+        lambda e: f"start-up {e['startup_s']:.2f} (imports alone {e['import_floor_s']:.2f}), decode "
+                  f"{e['decode_s']:.2f}, encode {e['encode_s']:.2f}, generate {e['generate_s']:.2f} "
+                  f"({100 * e['generate_share']:.1f}%)"),
+    Row("4 inference", "inference", "inference.py --help", "{help_s:.2f} s"),
+    Row("5 evaluation", "evaluation", "caption_features, {num_latents} latents, beam {beam_size}, batch {batch_size}",
+        "{batched_captions_per_s:.1f} captions/s",
+        "one at a time {single_captions_per_s:.2f} captions/s: {batched_to_single:.1f}x"),
+    Row("6 memory", "sampling", "sampling one {label} clip, fresh process", "{read_video_peak_rss_mib:.0f} MiB",
+        "original way {original_peak_rss_mib:.0f} MiB"),
+    Row("6 memory", "encoding", "encoding fp32: main process", "{fp32_peak_rss_mib:.0f} MiB",
+        "largest DataLoader worker {fp32_worker_peak_rss_mib:.0f} MiB (counts pages it shares with the main process)"),
+    Row("6 memory", "encoding", "encoding bf16 (+ fp32 twin for the cosine)", "{bf16_peak_rss_mib:.0f} MiB"),
+    Row("6 memory", "training", "training stage process", "{self_peak_rss_mib:.0f} MiB"),
+    Row("6 memory", "evaluation", "evaluation stage process", "{self_peak_rss_mib:.0f} MiB"),
+    Row("6 memory", "inference", "inference.py", "{peak_rss_mib:.0f} MiB"),
+)
+
+
+def section_entries(results: dict, section: str) -> list:
+    """[(label, entry)] of one section of the results: one per clip size for "sampling", else the stage's own."""
+    if section == "sampling":
+        sampling = results.get("sampling", {})
+        return [(label, sampling[label]) for label in CLIP_LABELS if label in sampling]
+    return [(None, results[section])] if section in results else []
+
+
 def table_rows(results: dict) -> list:
-    """(stage, measure, value, reference) rows of the printed table."""
+    """(stage, measure, value, reference) rows of the printed table: TABLE's rows, clip by clip within each run of
+    rows of the sampling section."""
+    def text(template, entry, label):
+        return template(entry) if callable(template) else template.format(label=label, **entry)
+
     rows = []
-    sampling = results.get("sampling", {})
-    for label in ("320x240", "1280x720"):
-        if label in sampling:
-            entry = sampling[label]
-            rows.append(("1 sampling", f"{label} read_video -> (16, 3, 224, 224)", f"{entry['read_video_s'] * 1000:.0f} ms",
-                         f"floor {entry['floor_s'] * 1000:.0f} ms (decode to frame {entry['last_sampled_index']}, "
-                         f"{entry['floor_threading']} threads): {entry['ratio_to_floor']:.2f}x"))
-            rows.append(("1 sampling", f"{label} decode skipping unsampled non-reference frames",
-                         f"{entry['skipping_floor_s'] * 1000:.0f} ms",
-                         f"{entry['frames_decoded_skipping']} of {entry['last_sampled_index'] + 1} frames; read_video "
-                         f"{entry['ratio_to_skipping_floor']:.2f}x this"))
-            rows.append(("1 sampling", f"{label} original way (all frames to RGB + processor)",
-                         f"{entry['original_s'] * 1000:.0f} ms", f"read_video {entry['speedup_vs_original']:.1f}x faster"))
-    if "encoding" in results:
-        entry = results["encoding"]
-        rows.append(("2 encoding", f"encode_videos, {entry['num_videos']} videos, batch {entry['batch_size']}, "
-                     f"{entry['num_workers']} workers", f"{entry['pipeline_fp32_videos_per_s']:.2f} videos/s",
-                     f"encoder alone {entry['ready_fp32_videos_per_s']:.2f} videos/s: "
-                     f"{entry['pipeline_to_ready']:.2f}x"))
-        rows.append(("2 encoding", "bf16 encoder alone (ready tensors)", f"{entry['ready_bf16_videos_per_s']:.2f} videos/s",
-                     f"{entry['bf16_speedup']:.2f}x fp32; cosine to fp32 mean {entry['bf16_cosine_mean']:.4f}, "
-                     f"min {entry['bf16_cosine_min']:.4f}"))
-        rows.append(("2 encoding", "bf16 encode_videos", f"{entry['pipeline_bf16_videos_per_s']:.2f} videos/s",
-                     f"decode alone {1 / entry['decode_one_video_s']:.1f} videos/s per core"))
-    if "training" in results:
-        entry = results["training"]
-        rows.append(("3 training", f"run_epoch from cache, vocab {entry['vocab_size']}, batch {entry['batch_size']}",
-                     f"{entry['captions_per_s']:.0f} captions/s",
-                     f"epoch of {entry['epoch_captions']:,} captions {format_duration(entry['epoch_s'])}; "
-                     f"{100 * entry['padding_share']:.0f}% of each batch is padding"))
-        if "one_thread_captions_per_s" in entry:
-            rows.append(("3 training", f"the same, torch on 1 thread instead of {entry['threads']}",
-                         f"{entry['one_thread_captions_per_s']:.0f} captions/s", ""))
-        if "original_epoch_s" in entry:
-            rows.append(("3 training", "original way (decode + encode per caption)",
-                         f"{1 / entry['original_per_caption_s']:.2f} captions/s",
-                         f"epoch {format_duration(entry['original_epoch_s'])}: cache {entry['original_to_cached']:.0f}x "
-                         f"faster"))
-    if "inference" in results:
-        entry = results["inference"]
-        rows.append(("4 inference", "inference.py one 320x240 clip, beam 5", f"{entry['total_s']:.2f} s",
-                     f"start-up {entry['startup_s']:.2f} (imports alone {entry['import_floor_s']:.2f}), decode "
-                     f"{entry['decode_s']:.2f}, encode {entry['encode_s']:.2f}, generate {entry['generate_s']:.2f} "
-                     f"({100 * entry['generate_share']:.1f}%)"))
-        rows.append(("4 inference", "inference.py --help", f"{entry['help_s']:.2f} s", ""))
-    if "evaluation" in results:
-        entry = results["evaluation"]
-        rows.append(("5 evaluation", f"caption_latents, {entry['num_latents']} latents, beam {entry['beam_size']}, "
-                     f"batch {entry['batch_size']}", f"{entry['batched_captions_per_s']:.1f} captions/s",
-                     f"one at a time {entry['single_captions_per_s']:.2f} captions/s: "
-                     f"{entry['batched_to_single']:.1f}x"))
-    sampling = results.get("sampling", {})
-    for label in ("320x240", "1280x720"):
-        if label in sampling:
-            rows.append(("6 memory", f"sampling one {label} clip, fresh process",
-                         f"{sampling[label]['read_video_peak_rss_mb']:.0f} MiB",
-                         f"original way {sampling[label]['original_peak_rss_mb']:.0f} MiB"))
-    if "encoding" in results:
-        entry = results["encoding"]
-        rows.append(("6 memory", "encoding fp32: main process", f"{entry['fp32_peak_rss_mb']:.0f} MiB",
-                     f"largest DataLoader worker {entry['fp32_worker_peak_rss_mb']:.0f} MiB (counts pages it shares "
-                     f"with the main process)"))
-        rows.append(("6 memory", "encoding bf16 (+ fp32 twin for the cosine)", f"{entry['bf16_peak_rss_mb']:.0f} MiB",
-                     ""))
-    for stage, what in (("training", "training stage process"), ("evaluation", "evaluation stage process")):
-        if stage in results:
-            rows.append(("6 memory", what, f"{results[stage]['self_peak_rss_mb']:.0f} MiB", ""))
-    if "inference" in results:
-        rows.append(("6 memory", "inference.py", f"{results['inference']['peak_rss_mb']:.0f} MiB", ""))
+    for section, specs in itertools.groupby(TABLE, key=lambda row: row.section):
+        specs = list(specs)
+        for label, entry in section_entries(results, section):
+            rows += [(spec.stage, *(text(template, entry, label) for template in spec[2:5]))
+                     for spec in specs if spec.needs is None or spec.needs in entry]
     return rows
 
 
@@ -851,20 +860,13 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_json_atomically(path, payload) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    temporary.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(temporary, path)
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="bench_out/results.json", help="write all results as JSON here")
     parser.add_argument("--work_dir", default="bench_out",
                         help="where the clips, X-CLIP, tokenizer and checkpoint are made once and reused")
-    parser.add_argument("--quick", action="store_true", help="smoke run: fewer repeats, smaller sizes (a few minutes; timings only indicative)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: fewer repeats, smaller sizes (a few minutes; timings only indicative)")
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES, help="stages to run")
     parser.add_argument("--encoder", default="full", choices=["full", "tiny"],
                         help="full: X-CLIP base/32 16 frames (random weights); tiny: a 32-px toy, to test this script")
@@ -879,15 +881,15 @@ def stage_main(args) -> int:
     work_dir = Path(args.work_dir)
     if args.stage == "prepare":
         workspace = prepare_workspace(work_dir, encoder=args.encoder, log=lambda text: print(text, flush=True))
-        write_json_atomically(work_dir / "workspace.json", workspace)
+        write_json(work_dir / "workspace.json", workspace)
         result = {"workspace": workspace, "machine": machine_info()}
     else:
         plan = PLANS["quick" if args.quick else "full"]
         workspace = json.loads((work_dir / "workspace.json").read_text())
         result = run_stage(args.stage, workspace, plan, work_dir)
-    result["self_peak_rss_mb"] = own_peak_rss_mb()
-    result["children_peak_rss_mb"] = children_peak_rss_mb()
-    write_json_atomically(args.stage_out, result)
+    result["self_peak_rss_mib"] = peak_rss_mib()
+    result["children_peak_rss_mib"] = children_peak_rss_mib()
+    write_json(args.stage_out, result)
     return 0
 
 
@@ -899,17 +901,15 @@ def main(args) -> int:
     try:
         work_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        print(f"bench.py: cannot create --work_dir {work_dir} ({error.strerror}); pass a writable folder",
-              file=sys.stderr)
-        return 2
+        return fail(f"--work_dir {work_dir}: cannot create it ({one_line(error)}); pass a writable folder")
     plan = PLANS["quick" if args.quick else "full"]
     print(f"bench.py: {'quick' if args.quick else 'full'} run, stages {', '.join(args.stages)}; load average "
           f"{load_average()} on {os.cpu_count()} cores", flush=True)
     try:
         prepared = run_stage_process("prepare", args, capture=False)  # clips, X-CLIP, tokenizer, checkpoint: once
         results = {"machine": prepared["machine"], "plan": plan, "workspace": prepared["workspace"],
-                   "prepare_seconds": prepared["stage_seconds"],
-                   "command": " ".join(["python", "bench.py"] + sys.argv[1:]), "load_average_start": load_average()}
+                   "prepare_seconds": prepared["stage_seconds"], "command": " ".join(["python", *sys.argv]),
+                   "load_average_start": load_average()}
         for stage in args.stages:
             print(f"stage {stage} ...", end=" ", flush=True)
             results[stage] = run_stage_process(stage, args)
@@ -926,7 +926,7 @@ def main(args) -> int:
     print(f"\n{results['total_seconds']:.0f} s in all; load average {results['load_average_start']} at the start, "
           f"{results['load_average_end']} at the end; {results['machine']['cpu_count']} cores "
           f"({results['machine']['cpu']})")
-    write_json_atomically(args.out, results)
+    write_json(args.out, results)
     print(f"wrote {args.out}")
     return 0
 
