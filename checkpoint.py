@@ -29,13 +29,14 @@ class CheckpointError(UserError):
 
 
 def make_checkpoint(decoder, tokenizer_proto: bytes, encoder_meta: dict, args: dict, metrics: dict | None = None,
-                    epoch: int = 0, training_state: dict | None = None) -> dict:
+                    epoch: int = 0, training_state: dict | None = None, data: dict | None = None) -> dict:
     """The payload of a checkpoint: the decoder (config and weights), the tokenizer's bytes, the encoder record
-    (the cache's meta: name, fingerprint, frames, preprocessing, dtype), the training args and metrics, and
-    training_state (optimizer, scheduler, best_cider, bad_epochs) for --resume."""
+    (the cache's meta: name, fingerprint, frames, preprocessing, dtype), the training args and metrics, what it
+    was trained on (data: {"dataset", "scheme", ...}), and training_state (optimizer, scheduler, best_cider,
+    bad_epochs) for --resume."""
     return {"decoder_config": decoder.config.to_dict(), "decoder": decoder.state_dict(), "tokenizer": tokenizer_proto,
             "encoder": dict(encoder_meta), "args": dict(args), "metrics": metrics or {}, "epoch": epoch,
-            **(training_state or {})}
+            "data": dict(data or {}), **(training_state or {})}
 
 
 def save_checkpoint(path, payload: dict) -> None:

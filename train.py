@@ -325,8 +325,9 @@ def end_epoch(args, data, val_features, decoder, optimizer, scheduler, epoch, tr
               "lr": scheduler.get_last_lr()[0], "seconds": time.time() - started}
     training_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                       "best_cider": best[0], "bad_epochs": best[1]}
-    save_epoch(Path(args.out_dir), make_checkpoint(decoder, data.tokenizer_proto, data.encoder_meta, vars(args),
-                                                   record, epoch + 1, training_state), improved)
+    payload = make_checkpoint(decoder, data.tokenizer_proto, data.encoder_meta, vars(args), record, epoch + 1,
+                              training_state, data={"dataset": "msrvtt", "scheme": args.scheme})
+    save_epoch(Path(args.out_dir), payload, improved)
     print(f"epoch {epoch + 1}/{args.epochs}: train loss {train_loss:.3f}, val loss {val_loss:.3f}, "
           f"val CIDEr {metrics['CIDEr']:.3f}, BLEU-4 {metrics['Bleu_4']:.3f}{' (best)' if improved else ''}, "
           f"{record['seconds']:.0f}s  e.g. \"{captions[0]}\"", flush=True)
