@@ -9,11 +9,20 @@ import glob
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 DEFAULT_XCLIP = "microsoft/xclip-base-patch32-16-frames"
 # Files taken for videos when a folder is given; the order is the preference when one id has several.
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts")
+
+
+def warning_line(message, category, filename, lineno, line=None) -> str:
+    """Warnings on stderr as `warning: <message>`, one line, like errors (not Python's file:line: UserWarning)."""
+    return f"warning: {message}\n"
+
+
+warnings.formatwarning = warning_line
 
 
 class UserError(Exception):

@@ -2,6 +2,7 @@
 
     python dataset.py --video_path data/MSRVTT/videos/all/video0.mp4 --num_frames 16 --save frames.npy
     python dataset.py --data_dir data --scheme official            # videos / captions / missing per split
+    python dataset.py --dataset msvd --data_dir msvd --json         # any dataset annotations.py reads
 
 read_video samples the middle frame of each of N equal segments (a seeded random frame per segment
 with jitter) in one demux pass (headers lie about frame counts) and one decoding pass that stops
@@ -644,8 +645,8 @@ def parse_args(argv=None):
     parser.add_argument("--save", default=None, help="write the sampled (F, 3, S, S) float32 frames to this .npy")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
-    if (args.data_dir is None) == (args.video_path is None):
-        parser.error("pass one of --data_dir (summarise a dataset) or --video_path (sample a video)")
+    if (args.data_dir is None and args.annotations is None) == (args.video_path is None):
+        parser.error("pass one of --data_dir / --annotations (summarise a dataset) or --video_path (sample a video)")
     return args
 
 
@@ -658,12 +659,13 @@ def summarise_dataset(args) -> int:
         print(f"warning: {warning.message}", file=sys.stderr)
     summary = dataset_summary(dataset, videos_not_on_disk(dataset))
     if args.json:
-        print(json.dumps({"root": str(dataset.root), "scheme": args.scheme, "splits": summary}, indent=2))
-    else:
-        print(f"{dataset.root} ({args.scheme} split)")
-        print(f"{'split':<6} {'videos':>8} {'captions':>9} {'missing on disk':>16}")
-        for split, row in summary.items():
-            print(f"{split:<6} {row['videos']:>8} {row['captions']:>9} {row['missing']:>16}")
+        print(json.dumps({"dataset": dataset.name, "root": str(dataset.root), "scheme": dataset.scheme,
+                          "sources": [str(source) for source in dataset.sources], "splits": summary}, indent=2))
+        return 0
+    print(f"{dataset.name} in {dataset.root} ({dataset.scheme} split), captions from: {', '.join(dataset.sources)}")
+    print(f"{'split':<6} {'videos':>8} {'captions':>9} {'missing on disk':>16}")
+    for split, row in summary.items():
+        print(f"{split:<6} {row['videos']:>8} {row['captions']:>9} {row['missing']:>16}")
     return 0
 
 
@@ -699,7 +701,7 @@ def main(args) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     try:
-        return summarise_dataset(args) if args.data_dir else sample_video(args)
+        return sample_video(args) if args.video_path else summarise_dataset(args)
     except UserError as error:
         return fail(error)
 

@@ -21,6 +21,7 @@ import os
 import re
 import socket
 import sys
+import warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -180,10 +181,10 @@ class LatentCache:
                              f"this folder")
 
     def path(self, video_id: str) -> Path:
-        return self.entries / f"{video_id}.npy"
+        return self.entries / entry_name(video_id)
 
     def frame_features_path(self, video_id: str) -> Path:
-        return self.frame_entries / f"{video_id}.npy"
+        return self.frame_entries / entry_name(video_id)
 
     def has(self, video_id: str) -> bool:
         return self.path(video_id).exists() and (not self.with_frames or self.frame_features_path(video_id).exists())
@@ -246,6 +247,12 @@ def encoder_record(encoder, dtype_name: str = "fp32", views: int = 1) -> tuple:
     if views > 1:
         record.update(views=views, view_seed=VIEW_SEED)
     return record, preprocess
+
+
+def entry_name(video_id: str) -> str:
+    """The file name of a video's cache entry: the id, with "%" and path separators percent-encoded (ids of a
+    captions file are paths: "clips/cat" -> "clips%2Fcat.npy"), so that every id gets its own file in the folder."""
+    return video_id.replace("%", "%25").replace("/", "%2F").replace("\\", "%5C") + ".npy"
 
 
 def open_cache(encoder, cache_dir, dtype_name: str = "fp32", views: int = 1, with_frames: bool = False):
@@ -359,6 +366,61 @@ def split_latents(dataset, splits, encoder, cache_dir, encode_dtype="fp32", num_
         ids = [vid for vid in dataset.splits[split] if cache.has(vid)]  # broken videos have no entry
         result[split] = (ids, cache.read_frame_features(ids) if frame_features else cache.read(ids))
     return result, cache
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Precomputed features: one <video_id>.npy per video, made elsewhere
+
+def feature_file(folder: Path, video_id: str) -> Path:
+    return Path(folder) / f"{video_id.lstrip('/')}.npy"
+
+
+def load_feature_file(path: Path) -> np.ndarray:
+    """One video's features, (D,) or (T, D) float32; CacheError naming the file when it is damaged or not 1-2-D."""
+    try:
+        features = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise CacheError(f"{path}: not a readable .npy feature file ({error}); re-export it") from None
+    if features.ndim not in (1, 2) or features.size == 0 or not np.issubdtype(features.dtype, np.number):
+        raise CacheError(f"{path}: holds a {features.dtype} array of shape {features.shape}; a feature file is one "
+                         f"video's (D,) vector or (T, D) per-frame features")
+    return features.astype(np.float32)
+
+
+def split_features(dataset, splits, folder, frame_features=False) -> tuple:
+    """({split: (video ids, features)}, record) from the feature files in folder: latents (N, D), the mean over T
+    of (T, D) files; with frame_features, (N, T, D), which needs (T, D) files of one T. Videos without a file are
+    left out with one warning, as videos missing on disk are. record describes the features for checkpoints."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CacheError(f"{folder}: no such folder of features; pass --features a folder of <video_id>.npy files")
+    wanted = [video_id for split in splits for video_id in dataset.splits[split]]
+    present = {video_id: load_feature_file(feature_file(folder, video_id)) for video_id in wanted
+               if feature_file(folder, video_id).is_file()}
+    if not present:
+        raise CacheError(f"{folder}: no feature file for any of the {len(wanted)} videos (e.g. "
+                         f"{feature_file(folder, wanted[0]) if wanted else 'none listed'}); check --features and --dataset")
+    missing = [video_id for video_id in wanted if video_id not in present]
+    if missing:
+        warnings.warn(f"{folder}: {len(missing)} of {len(wanted)} videos have no feature file "
+                      f"({', '.join(missing[:5])}); left out", stacklevel=2)
+    first_id, first = next(iter(present.items()))
+    for video_id, features in present.items():
+        wrong_shape = features.shape[-1] != first.shape[-1] or (frame_features and features.shape != first.shape)
+        if wrong_shape or (frame_features and features.ndim != 2):
+            raise CacheError(f"{feature_file(folder, video_id)}: shape {features.shape}, but "
+                             f"{feature_file(folder, first_id).name} has {first.shape}; "
+                             + ("the attention decoder needs (T, D) files of one T" if frame_features
+                                else "every file needs the same feature size D"))
+    result = {}
+    for split in splits:
+        ids = [video_id for video_id in dataset.splits[split] if video_id in present]
+        stacked = [present[video_id] if frame_features or present[video_id].ndim == 1 else present[video_id].mean(0)
+                   for video_id in ids]
+        result[split] = (ids, np.stack(stacked) if ids else np.zeros((0, first.shape[-1]), np.float32))
+    record = {"kind": "features", "name": folder.name, "shape": list(first.shape), "latent_dim": int(first.shape[-1]),
+              "num_frames": int(first.shape[0]) if first.ndim == 2 else 1}
+    return result, record
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from pycocoevalcap.tokenizer import ptbtokenizer
 from annotations import add_data_arguments, load_dataset
 from checkpoint import decoder_from_checkpoint, encoder_from_checkpoint, load_checkpoint, tokenizer_from_checkpoint
 from common import UserError, fail, resolve_device, write_json
-from encode import split_latents
+from encode import split_features, split_latents
 from model import caption_features
 from synthetic import load_attributes, synthetic_metrics
 
@@ -290,24 +290,54 @@ def control_features(features, control, seed=0):
     return features
 
 
+def same_data_as_training(args, checkpoint) -> None:
+    """Dataset flags left out default to what the checkpoint was trained on; another split scheme of the same
+    dataset gets a warning (MSR-VTT's 1k-A training videos include official test videos, and so on)."""
+    trained_on = checkpoint.get("data") or {}
+    if args.dataset is None and args.annotations is None and trained_on.get("dataset"):
+        args.dataset = trained_on["dataset"]
+    if args.scheme is None and trained_on.get("dataset") == args.dataset:
+        args.scheme = trained_on.get("scheme")
+    if trained_on.get("dataset") == args.dataset and args.scheme not in (None, trained_on.get("scheme")):
+        warnings.warn(f"{args.model_path}: trained on the {trained_on.get('scheme')} split of {args.dataset}; some "
+                      f"{args.split} videos of the {args.scheme} split may have been among its training videos",
+                      stacklevel=2)
+
+
+def split_inputs(args, checkpoint, dataset, decoder, device) -> tuple:
+    """(video ids, features) of --split: from the latent cache (encoding what it lacks), or from --features for a
+    checkpoint trained on precomputed features."""
+    record = checkpoint["encoder"]
+    if record.get("kind") == "features":
+        features_by_split, found = split_features(dataset, [args.split], args.features, decoder.config.uses_frames)
+        if found["latent_dim"] != record["latent_dim"]:
+            raise UserError(f"{args.features}: features of size {found['latent_dim']}, but {args.model_path} was "
+                            f"trained on size {record['latent_dim']} ({record.get('name')})")
+        return features_by_split[args.split]
+    dtype = torch.bfloat16 if record.get("dtype") == "bf16" else torch.float32
+    encoder = encoder_from_checkpoint(checkpoint, args.xclip_model, dtype=dtype, device=device)
+    features_by_split, _ = split_latents(dataset, [args.split], encoder, args.cache_dir, record.get("dtype", "fp32"),
+                                         args.num_workers, views=args.views, frame_features=decoder.config.uses_frames)
+    video_ids, features = features_by_split[args.split]  # (N, D) or (N, F, D); (N, K, ...) with views
+    return video_ids, features.mean(axis=1) if args.views > 1 else features
+
+
 def evaluate_checkpoint(args, java=None) -> dict:
     """Caption every video of a split with a checkpoint and score it: the result dict --out writes."""
+    if args.views < 1:
+        raise UserError(f"--views {args.views}: pass 1 (middle frames) or more (mean of jittered samplings)")
     device = resolve_device(args.device)
     checkpoint = load_checkpoint(args.model_path)
     decoder = decoder_from_checkpoint(checkpoint).to(device)
     tokenizer = tokenizer_from_checkpoint(checkpoint)
-    dataset = load_dataset(args)
-    info = checkpoint["encoder"]
-    dtype = torch.bfloat16 if info.get("dtype") == "bf16" else torch.float32
-    encoder = encoder_from_checkpoint(checkpoint, args.xclip_model, dtype=dtype, device=device)
-    if args.views < 1:
-        raise UserError(f"--views {args.views}: pass 1 (middle frames) or more (mean of jittered samplings)")
-    features_by_split, _ = split_latents(dataset, [args.split], encoder, args.cache_dir, info.get("dtype", "fp32"),
-                                         args.num_workers, views=args.views, frame_features=decoder.config.uses_frames)
-    del encoder
-    video_ids, features = features_by_split[args.split]  # (N, D) or (N, F, D); (N, K, ...) with views
-    if args.views > 1:
-        features = features.mean(axis=1)
+    same_data_as_training(args, checkpoint)
+    record = checkpoint["encoder"]
+    if (record.get("kind") == "features") != bool(args.features):
+        raise UserError(f"{args.model_path}: trained on " + (
+            f"precomputed features ({record.get('name')}, shape {record.get('shape')}); pass --features DIR of the "
+            f"same kind" if args.features is None else "videos through X-CLIP; leave --features out"))
+    dataset = load_dataset(args, check_videos=not args.features)
+    video_ids, features = split_inputs(args, checkpoint, dataset, decoder, device)
     features = control_features(torch.from_numpy(features).to(device), args.control)
     captions = caption_features(decoder, tokenizer, features, args.beam_size, args.max_len, args.batch_size,
                                 args.length_penalty)
@@ -336,6 +366,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--xclip_model", default=None,
                         help="local copy of the checkpoint's X-CLIP (default: the name stored in the checkpoint)")
     parser.add_argument("--cache_dir", default="cache", help="where the latent cache lives")
+    parser.add_argument("--features", default=None,
+                        help="for a checkpoint trained on precomputed features: the folder of <video_id>.npy files")
     parser.add_argument("--views", type=int, default=1,
                         help="caption from the mean latent of K jittered samplings per video (1 = the middle frames)")
     parser.add_argument("--beam_size", type=int, default=5, help="beam width (1 = greedy)")

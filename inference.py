@@ -227,6 +227,10 @@ def load_captioner(args):
 
     device = resolve_device(args.device)
     checkpoint = load_checkpoint(args.model_path)
+    record = checkpoint["encoder"]
+    if record.get("kind") == "features":
+        raise UserError(f"{args.model_path}: this checkpoint needs precomputed features ({record.get('name')}, shape "
+                        f"{record.get('shape')}), not videos; caption its features with evaluate.py --features DIR")
     tokenizer = tokenizer_from_checkpoint(checkpoint, args.tokenizer_path)
     decoder = decoder_from_checkpoint(checkpoint).to(device)
     encoder = encoder_from_checkpoint(checkpoint, args.xclip_model, device=device)

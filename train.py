@@ -33,7 +33,7 @@ from tqdm import tqdm
 from annotations import add_data_arguments, load_dataset, normalize_caption
 from checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
 from common import DEFAULT_XCLIP, UserError, fail, resolve_device, write_text
-from encode import load_encoder, split_latents
+from encode import load_encoder, split_features, split_latents
 from evaluate import score_captions
 from model import CaptionDecoder, DecoderConfig, caption_features
 
@@ -46,6 +46,9 @@ def parse_args(argv=None):
     data.add_argument("--tokenizer_path", default="tokenizer.model", help="sentencepiece model from create_tokenizer.py")
     data.add_argument("--xclip_model", default=DEFAULT_XCLIP, help="X-CLIP hub name or local folder (frozen video encoder)")
     data.add_argument("--cache_dir", default="cache", help="where the latent cache lives")
+    data.add_argument("--features", default=None,
+                      help="train on precomputed features instead of videos: a folder with one <video_id>.npy per "
+                           "video, (D,) or (T, D); no X-CLIP is loaded")
     data.add_argument("--encode_dtype", default="fp32", choices=["fp32", "bf16"], help="encoder precision for the cache")
     data.add_argument("--views", type=int, default=1,
                       help="samplings per video in the cache (1 = middle frames; K > 1 = K jittered ones, one "
@@ -121,7 +124,8 @@ class TrainingData:
     captions: dict            # video id -> raw captions (references for validation)
     train: Split
     val: Split
-    encoder_meta: dict        # the cache's record of the encoder, stored in every checkpoint
+    encoder_meta: dict        # what made the features (the cache's encoder record, or the feature files'), stored
+    data_record: dict         # what the checkpoint says it was trained on: dataset, scheme, features
     resume: dict | None       # last.pt when --resume
 
 
@@ -136,21 +140,34 @@ def prepare_data(args, device, world_size) -> TrainingData:
     resume = load_checkpoint(last) if args.resume else None
     if resume is not None and resume["tokenizer"] != tokenizer_proto:
         raise CheckpointError(f"{args.tokenizer_path}: differs from the tokenizer of {last}")
-    dataset = load_dataset(args)
-    encoder, _ = load_encoder(args.xclip_model, args.encode_dtype, device)
-    features_by_split, cache = split_latents(dataset, ["train", "val"], encoder, args.cache_dir, args.encode_dtype,
-                                             args.num_workers, barrier=dist.barrier if world_size > 1 else None,
-                                             views=args.views, frame_features=args.decoder == "attention")
-    del encoder  # the cache is all training needs
+    dataset = load_dataset(args, check_videos=not args.features)
+    features_by_split, encoder_meta = split_features_or_latents(args, dataset, device, world_size)
     (train_ids, train_features), (val_ids, val_features) = features_by_split["train"], features_by_split["val"]
     if not train_ids or not val_ids:
-        raise UserError(f"{args.data_dir}: need videos in both train and val splits "
+        raise UserError(f"{dataset.root}: need videos in both train and val splits "
                         f"(found {len(train_ids)} and {len(val_ids)})")
     if args.views > 1:
         val_features = val_features.mean(axis=1)  # validation sees the mean of the views, as evaluate.py --views does
     splits = [Split(ids, features, *caption_table(ids, dataset.captions, tokenizer, args.max_len))
               for ids, features in ((train_ids, train_features), (val_ids, val_features))]
-    return TrainingData(tokenizer, tokenizer_proto, dataset.captions, *splits, dict(cache.meta), resume)
+    data_record = {"dataset": dataset.name, "scheme": dataset.scheme,
+                   "annotations": Path(args.annotations).name if dataset.name == "captions" else None,
+                   "features": {"folder": encoder_meta["name"], "shape": encoder_meta["shape"]} if args.features
+                   else None}
+    return TrainingData(tokenizer, tokenizer_proto, dataset.captions, *splits, encoder_meta, data_record, resume)
+
+
+def split_features_or_latents(args, dataset, device, world_size) -> tuple:
+    """({split: (ids, features)}, record of what made them) for train and val: from --features' files, or from
+    the latent cache (encoding what it lacks; under torchrun each rank its shard)."""
+    frame_features = args.decoder == "attention"
+    if args.features:
+        return split_features(dataset, ["train", "val"], args.features, frame_features)
+    encoder, _ = load_encoder(args.xclip_model, args.encode_dtype, device)
+    features_by_split, cache = split_latents(dataset, ["train", "val"], encoder, args.cache_dir, args.encode_dtype,
+                                             args.num_workers, barrier=dist.barrier if world_size > 1 else None,
+                                             views=args.views, frame_features=frame_features)
+    return features_by_split, dict(cache.meta)  # the encoder is let go: the cache is all training needs
 
 
 def pick_views(features, seed, epoch):
@@ -326,7 +343,7 @@ def end_epoch(args, data, val_features, decoder, optimizer, scheduler, epoch, tr
     training_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                       "best_cider": best[0], "bad_epochs": best[1]}
     payload = make_checkpoint(decoder, data.tokenizer_proto, data.encoder_meta, vars(args), record, epoch + 1,
-                              training_state, data={"dataset": "msrvtt", "scheme": args.scheme})
+                              training_state, data=data.data_record)
     save_epoch(Path(args.out_dir), payload, improved)
     print(f"epoch {epoch + 1}/{args.epochs}: train loss {train_loss:.3f}, val loss {val_loss:.3f}, "
           f"val CIDEr {metrics['CIDEr']:.3f}, BLEU-4 {metrics['Bleu_4']:.3f}{' (best)' if improved else ''}, "
@@ -376,6 +393,8 @@ def check_args(args):
     """None, or one line saying which flags do not go together."""
     if args.views < 1:
         return f"--views {args.views}: pass 1 (middle frames) or more (jittered samplings)"
+    if args.features and args.views > 1:
+        return "--views samples videos again; precomputed --features have one sampling: leave --views out"
     if args.decoder == "attention" and args.latent_every_step:
         return ("--latent_every_step goes with --decoder pooled; the attention decoder reads the frames at "
                 "every step already")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from annotations import MSRVTT, DatasetError, load_msrvtt
+from annotations import DatasetError, VideoCaptions, load_msrvtt
 
 REPO = Path(__file__).resolve().parent.parent
 SPLIT_IDS = {"train": [0, 1, 2, 3, 10, 11], "val": [4, 5], "test": [6, 7, 8, 9]}
@@ -93,7 +93,7 @@ def test_coco_layout_splits_captions_and_paths(tmp_path):
     root = write_coco_tree(tmp_path)
     for data_dir in (tmp_path, root):  # the folder holding MSRVTT/, or MSRVTT/ itself
         dataset = load_quietly(data_dir)
-        assert isinstance(dataset, MSRVTT)
+        assert isinstance(dataset, VideoCaptions)
         assert dataset.root == root
         assert dataset.splits == expected_splits()
         assert dataset.splits["train"][-2:] == ["video10", "video11"]  # sorted by number, not as text
