@@ -190,7 +190,7 @@ def check_decoder_weights(decoder_config: dict, weights: dict, where: str, advic
                               f"{advice}") from None
     problems = [f"missing {key}" for key in sorted(expected.keys() - weights.keys())]
     problems += [f"unexpected {key}" for key in sorted(weights.keys() - expected.keys())]
-    problems += [f"{key} is {tuple(weights[key].shape)}, the config makes it {tuple(expected[key].shape)}"
+    problems += [f"{key} is {tuple(weights[key].shape)} where the config makes {tuple(expected[key].shape)}"
                  for key in sorted(expected.keys() & weights.keys()) if weights[key].shape != expected[key].shape]
     if problems:
         more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""

@@ -184,7 +184,7 @@ def damage(folder, kind, world, tmp_path):
     config = json.loads((folder / "config.json").read_text())
     if kind == "wrong shape":
         weights["head.bias"] = torch.zeros(weights["head.bias"].shape[0] + 1)
-        words = "head.bias is (301,), the config makes it (300,)"
+        words = "head.bias is (301,) where the config makes (300,)"
     elif kind == "missing tensor":
         del weights["latent_std"]
         words = "missing latent_std"
