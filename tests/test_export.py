@@ -51,7 +51,7 @@ def hub_cache(folder, cache, repo_id):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """A checkpoint trained for a few epochs on 30 synthetic clips, its test scores, its export, and a local Hub
+    """A checkpoint trained for two epochs on 30 synthetic clips, its test scores, its export, and a local Hub
     cache holding the export as REPO_ID."""
     root = tmp_path_factory.mktemp("export")
     make_synthetic_msrvtt(root / "data", num_videos=30, seed=3, progress=False)
@@ -59,7 +59,7 @@ def world(tmp_path_factory):
     tokenizer = train_tokenizer(train_captions(load_msrvtt(root / "data")), root / "tokenizer", vocab_size=300)
     assert train.main(train.parse_args([
         "--data_dir", str(root / "data"), "--tokenizer_path", str(tokenizer), "--xclip_model", str(xclip),
-        "--cache_dir", str(root / "cache"), "--out_dir", str(root / "models"), "--epochs", "4", "--batch_size", "32",
+        "--cache_dir", str(root / "cache"), "--out_dir", str(root / "models"), "--epochs", "2", "--batch_size", "32",
         "--embed_dim", "64", "--hidden_dim", "128", "--num_layers", "1", "--dropout", "0.1", "--warmup_steps", "5",
         "--learning_rate", "3e-3", "--num_workers", "0", "--beam_size", "2", "--patience", "0"])) == 0
     world = {"root": root, "data": root / "data", "xclip": xclip, "tokenizer": tokenizer,
@@ -95,7 +95,7 @@ def test_folder_holds_what_the_checkpoint_holds_and_its_card_parses(world):
     assert "latent_mean" in exported["decoder"] and "latent_std" in exported["decoder"]  # buffers travel too
     for key in ("decoder_config", "tokenizer", "encoder", "data", "epoch", "metrics"):
         assert exported[key] == original[key], key
-    assert exported["args"]["epochs"] == 4 and "data_dir" not in exported["args"]  # local paths stay home
+    assert exported["args"]["epochs"] == 2 and "data_dir" not in exported["args"]  # local paths stay home
     config_text = (world["folder"] / "config.json").read_text()
     assert str(world["root"] / "data") not in config_text
     assert json.loads(config_text)["tokenizer"] == {"vocab_size": 300, "pad_id": 0, "unk_id": 1, "bos_id": 2,
@@ -115,31 +115,34 @@ def test_folder_holds_what_the_checkpoint_holds_and_its_card_parses(world):
     assert f"--model_path {world['folder']} --xclip_model" in card  # a local X-CLIP: the card says to pass it
 
 
-def test_exporting_again_gives_the_same_bytes(world):
+def test_exporting_again_gives_the_same_bytes(world, capsys):
     before = {path.name: path.read_bytes() for path in world["folder"].iterdir()}
-    result = subprocess.run([sys.executable, "export.py", "--model_path", str(world["pt"]), "--out_dir",
-                             str(world["folder"]), "--results", str(world["results"])],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
+    assert export.main(export.parse_args(["--model_path", str(world["pt"]), "--out_dir", str(world["folder"]),
+                                          "--results", str(world["results"])])) == 0
     assert {path.name: path.read_bytes() for path in world["folder"].iterdir()} == before
+    assert "wrote config.json, model.safetensors, tokenizer.model, README.md" in capsys.readouterr().out
 
 
-def test_folder_and_hub_repo_caption_exactly_like_the_checkpoint(world, capsys):
+def test_folder_and_hub_repo_caption_exactly_like_the_checkpoint(world, offline_hub, capsys):
     msrvtt = load_msrvtt(world["data"])
     clips = [str(msrvtt.video_path(vid)) for vid in msrvtt.splits["test"][:4]]
     captions = {}
-    for source in ("pt", "folder"):
-        args = inference.parse_args(["--model_path", str(world[source]), "--xclip_model", str(world["xclip"]),
+    for model_path in (world["pt"], world["folder"], REPO_ID):
+        args = inference.parse_args(["--model_path", str(model_path), "--xclip_model", str(world["xclip"]),
                                      "--device", "cpu", "--json", "--num_captions", "2", "--video_path", *clips])
         assert inference.main(args) == 0
-        captions[source] = [json.loads(line)["captions"] for line in capsys.readouterr().out.splitlines()]
+        captions[model_path] = [json.loads(line)["captions"] for line in capsys.readouterr().out.splitlines()]
+    assert len(captions[world["pt"]]) == len(clips)
+    assert captions[world["pt"]] == captions[world["folder"]] == captions[REPO_ID]
+
+
+def test_hub_env_vars_reach_the_loader(world, tmp_path):
+    """HF_HUB_CACHE and HF_HUB_OFFLINE=1 as a user sets them: the repo id loads from the cache, no network."""
     env = {**os.environ, "HF_HUB_CACHE": str(world["hub"]), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "inference.py", "--model_path", REPO_ID, "--xclip_model",
-                             str(world["xclip"]), "--device", "cpu", "--json", "--num_captions", "2",
-                             "--video_path", *clips], cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run([sys.executable, "checkpoint.py", REPO_ID], cwd=REPO, capture_output=True, text=True,
+                            env=env, timeout=300)
     assert result.returncode == 0, result.stderr
-    captions["hub"] = [json.loads(line)["captions"] for line in result.stdout.splitlines()]
-    assert len(captions["pt"]) == len(clips) and captions["pt"] == captions["folder"] == captions["hub"]
+    assert json.loads(result.stdout)["encoder"] == load_checkpoint(world["pt"])["encoder"]
 
 
 def test_folder_and_hub_repo_score_exactly_like_the_checkpoint(world, offline_hub):
