@@ -360,7 +360,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="reference files, line-aligned with --hyp: line i of each is a reference for "
                              "hypothesis i")
     parser.add_argument("--model_path", default="",
-                        help="checkpoint to evaluate (checkpoint mode): captions every video of --split")
+                        help="checkpoint to evaluate (checkpoint mode): a .pt from train.py, a folder from "
+                             "export.py, or a Hub repo id (user/name); captions every video of --split")
     add_data_arguments(parser)
     parser.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to caption")
     parser.add_argument("--xclip_model", default=None,

@@ -523,7 +523,7 @@ def bad_checkpoint(world, tmp_path, kind):
         torch.save({"state_dict": {"w": torch.ones(3)}}, path)
         return path, [], "not a captioner checkpoint"
     if kind == "directory":
-        return tmp_path, [], "no such checkpoint"
+        return tmp_path, [], "not an exported captioner"
     if kind == "decoder from another version":
         checkpoint = load_checkpoint(good)
         checkpoint["decoder_config"]["hidden_dim"] *= 2  # the weights no longer fit
