@@ -178,3 +178,33 @@ def test_a_dataset_folder_without_videos_is_one_line_exit_2(tmp_path, capsys):
                                         "--out_dir", str(tmp_path / "m"), "--epochs", "1", *SMALL_DECODER]))
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "none of the 6 listed videos found" in lines[0], lines
+
+
+def test_vatex_layout_of_synthetic_clips_end_to_end(tmp_path):
+    """VATEX's official files over synthetic clips named as VATEX names them (some without zero padding)."""
+    make_synthetic_msrvtt(tmp_path / "synthetic", num_videos=15, seed=6, progress=False)
+    annotation = json.loads((tmp_path / "synthetic" / "MSRVTT" / "annotation" / "MSR_VTT.json").read_text())
+    captions = {}
+    for entry in annotation["annotations"]:
+        captions.setdefault(entry["image_id"], []).append(entry["caption"])
+    data = tmp_path / "vatex"
+    (data / "clips").mkdir(parents=True)
+    parts = {"training": [], "validation": [], "public_test_english": []}
+    for n, (source, its_captions) in enumerate(sorted(captions.items())):
+        video_id = f"yt-{n}_x_{n:06d}_{n + 10:06d}"
+        name = f"yt-{n}_x_{n}_{n + 10}.mp4" if n % 2 else f"{video_id}.mp4"
+        shutil.copy(tmp_path / "synthetic" / "MSRVTT" / "videos" / "all" / f"{source}.mp4", data / "clips" / name)
+        part = "training" if n < 11 else "validation" if n < 13 else "public_test_english"
+        parts[part].append({"videoID": video_id, "enCap": its_captions, "chCap": ["一个视频"] * 2})
+    for part, entries in parts.items():
+        (data / f"vatex_{part}_v1.0.json").write_text(json.dumps(entries, ensure_ascii=False))
+    data_flags = ["--data_dir", str(data)]  # detected as VATEX
+    tokenizer = make_tokenizer(data_flags, tmp_path / "tokenizer")
+    xclip = make_tiny_xclip(tmp_path / "xclip")
+    run = ["--xclip_model", str(xclip), "--cache_dir", str(tmp_path / "cache")]
+    assert train.main(train.parse_args([*data_flags, *run, "--tokenizer_path", str(tokenizer), "--out_dir",
+                                        str(tmp_path / "models"), "--epochs", "1", *SMALL_DECODER])) == 0
+    assert load_checkpoint(tmp_path / "models" / "best.pt")["data"]["dataset"] == "vatex"
+    result = evaluate_json(["--model_path", str(tmp_path / "models" / "best.pt"), *data_flags, *run,
+                            "--num_workers", "0"], tmp_path)
+    assert [p["video_id"] for p in result["predictions"]] == ["yt-13_x_000013_000023", "yt-14_x_000014_000024"]
