@@ -116,7 +116,7 @@ def build_page(captioner, args, subtitle_dir):
                 captions = gr.Dataframe(headers=["score", "caption"], label="best captions (score: log-probability "
                                         "/ length)", interactive=False, wrap=True, column_widths=["18%", "82%"])
                 timeline = gr.Dataframe(headers=["start", "end", "caption"], label="timeline", interactive=False,
-                                        wrap=True, column_widths=["18%", "18%", "64%"])
+                                        wrap=True, column_widths=["22%", "22%", "56%"])
                 subtitles = gr.File(label="subtitles (SRT, WebVTT)", file_count="multiple", interactive=False)
                 notes = gr.Markdown()
         outputs = [captions, timeline, subtitles, notes]

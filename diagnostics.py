@@ -12,7 +12,7 @@ from collections import Counter
 from annotations import normalize_caption
 
 # A decoder that ignores its input gives one caption to every video; a working one gives its most frequent
-# caption to a small share. The threshold sits far from both (the quickstart's, in docs/experiments.md).
+# caption to a small share. The threshold sits far from both (measured on the quickstart: docs/inspection.md).
 COLLAPSE_SHARE = 0.25
 COLLAPSE_MIN_VIDEOS = 10  # below this a repeated caption says little
 

@@ -10,6 +10,7 @@ timeline and saves a PNG. Needs playwright (pip install playwright) and Debian's
 chromium); playwright drives the installed browser, it downloads none.
 """
 import argparse
+import io
 import socket
 import sys
 import tempfile
@@ -21,9 +22,10 @@ if str(REPO) not in sys.path:  # run as `python tools/screenshot_demo.py`, only 
 
 import av
 import numpy as np
+from PIL import Image
 
 import demo
-from common import UserError, fail
+from common import UserError, atomic_write, fail
 from synthetic import write_clip
 
 
@@ -37,6 +39,8 @@ def parse_args(argv=None):
     parser.add_argument("--segment_seconds", type=float, default=4.0, help="the demo's window length")
     parser.add_argument("--chromium", default="/usr/bin/chromium", help="the browser to drive")
     parser.add_argument("--width", type=int, default=1280, help="browser window width in pixels")
+    parser.add_argument("--colours", type=int, default=256,
+                        help="reduce the PNG to this many colours to keep it small (0 = keep every colour)")
     parser.add_argument("--out", default="docs/demo.png", help="PNG to write")
     return parser.parse_args(argv)
 
@@ -58,7 +62,8 @@ def free_port() -> int:
 
 
 def screenshot(url, video, args) -> None:
-    """Open url in headless Chromium, upload video, press Caption, wait for the timeline, save args.out."""
+    """Open url in headless Chromium, upload video, press Caption, wait for the timeline, save args.out (with
+    --colours, reduced to that many colours)."""
     from playwright.sync_api import sync_playwright  # a documentation tool's own dependency, not the repo's
 
     with sync_playwright() as playwright:
@@ -71,8 +76,11 @@ def screenshot(url, video, args) -> None:
         page.get_by_role("button", name="Caption").click()
         page.get_by_text("00:00:00.000").filter(visible=True).first.wait_for(timeout=120_000)
         page.wait_for_timeout(1000)  # let the video player and tables settle
-        page.screenshot(path=str(args.out), full_page=True)
+        picture = Image.open(io.BytesIO(page.screenshot(full_page=True))).convert("RGB")
         browser.close()
+    if args.colours:
+        picture = picture.quantize(colors=args.colours, method=Image.Quantize.MEDIANCUT)
+    atomic_write(args.out, lambda handle: picture.save(handle, format="PNG", optimize=True))
 
 
 def main(args) -> int:
