@@ -7,11 +7,17 @@ imitation of it, METEOR is left out, and a warning says so.
 Examples:
     python evaluate.py --model_path models/best.pt --data_dir data --split test --out results.json
     python evaluate.py --hyp hyp.txt --refs ref1.txt ref2.txt --out results.json
+    python evaluate.py --model_path models/best.pt --data_dir data --report report.md
 
 With --model_path, every video of the split is captioned by batched beam search (--beam_size 1:
 greedy) from the cached latents (encoded first where missing) and scored against all its references; --views K captions
 from the mean of K jittered samplings' latents. On a synthetic set the captions are also scored on
 what they name (attributes.json), and on its "order" task on whether they tell the order right.
+
+Beside the metrics it prints what the captions look like (diagnostics.py: distinct captions, vocabulary,
+length, copies of training captions, the most frequent ones) and warns when one caption covers a large share
+of the videos (a collapsed decoder). --out keeps each caption's own CIDEr-D and BLEU-4; --report report.md
+lists the best and worst videos with the caption beside its references.
 """
 import argparse
 import contextlib
@@ -34,7 +40,8 @@ from pycocoevalcap.tokenizer import ptbtokenizer
 
 from annotations import add_data_arguments, load_dataset
 from checkpoint import decoder_from_checkpoint, encoder_from_checkpoint, load_checkpoint, tokenizer_from_checkpoint
-from common import UserError, fail, resolve_device, write_json
+from common import UserError, fail, one_line, resolve_device, write_json, write_text
+from diagnostics import caption_diagnostics, collapse_warning, format_diagnostics, format_report
 from encode import split_features, split_latents
 from model import caption_features
 from synthetic import load_attributes, synthetic_metrics
@@ -186,6 +193,13 @@ def score_captions(predictions: dict, references: dict, java: bool | None = None
     captions are tokenized by ptb_tokenize_python. meteor=False skips METEOR (its JVM start costs
     seconds), as training's per-epoch validation does.
     """
+    return score_captions_per_video(predictions, references, java, meteor)[0]
+
+
+def score_captions_per_video(predictions: dict, references: dict, java: bool | None = None,
+                             meteor: bool = True) -> tuple:
+    """score_captions' metrics, and each caption's own {"CIDEr", "Bleu_4"} by id from the same scorers' per-item
+    scores (BLEU-4 of one sentence with its own brevity penalty; CIDEr-D with the corpus document frequencies)."""
     global _warned_no_java
 
     if not predictions:
@@ -216,16 +230,18 @@ def score_captions(predictions: dict, references: dict, java: bool | None = None
 
     metrics = {}
     with contextlib.redirect_stdout(io.StringIO()):  # the scorers print progress on stdout
-        bleu_scores, _ = Bleu(4).compute_score(references_tok, predictions_tok, verbose=0)
+        bleu_scores, bleu_per_item = Bleu(4).compute_score(references_tok, predictions_tok, verbose=0)
         for n, bleu in enumerate(bleu_scores, start=1):
             metrics[f"Bleu_{n}"] = float(bleu)
         if java and meteor:
             metrics["METEOR"] = compute_meteor(references_tok, predictions_tok)
         rouge_score, _ = Rouge().compute_score(references_tok, predictions_tok)
         metrics["ROUGE_L"] = float(rouge_score)
-        cider_score, _ = Cider().compute_score(references_tok, predictions_tok)
+        cider_score, cider_per_item = Cider().compute_score(references_tok, predictions_tok)
         metrics["CIDEr"] = float(cider_score)
-    return metrics
+    per_video = {i: {"CIDEr": float(cider), "Bleu_4": float(bleu)}  # both lists follow the order of ids
+                 for i, cider, bleu in zip(ids, cider_per_item, bleu_per_item[3])}
+    return metrics, per_video
 
 
 def format_table(metrics: dict) -> str:
@@ -274,11 +290,13 @@ def load_line_aligned(hyp_path: str, ref_paths: list[str]) -> tuple[dict, dict]:
 
 
 def evaluate_caption_files(hyp_path: str, ref_paths: list[str], java: bool | None = None) -> dict:
-    """Score line-aligned caption files -> {"metrics": {...}, "predictions": [{"id", "caption", "references"}]}."""
+    """Score line-aligned caption files -> {"metrics": {...}, "diagnostics": {...},
+    "predictions": [{"id", "caption", "references", "scores"}]}."""
     predictions, references = load_line_aligned(hyp_path, ref_paths)
-    metrics = score_captions(predictions, references, java=java)
-    records = [{"id": i, "caption": predictions[i], "references": references[i]} for i in predictions]
-    return {"metrics": metrics, "predictions": records}
+    metrics, per_video = score_captions_per_video(predictions, references, java=java)
+    records = [{"id": i, "caption": predictions[i], "references": references[i], "scores": per_video[i]}
+               for i in predictions]
+    return {"metrics": metrics, "diagnostics": caption_diagnostics(predictions, references), "predictions": records}
 
 
 def control_features(features, control, seed=0):
@@ -342,12 +360,17 @@ def evaluate_checkpoint(args, java=None) -> dict:
     captions = caption_features(decoder, tokenizer, features, args.beam_size, args.max_len, args.batch_size,
                                 args.length_penalty)
     predictions = dict(zip(video_ids, captions))
-    metrics = score_captions(predictions, {vid: dataset.captions[vid] for vid in video_ids}, java=java)
+    references = {vid: dataset.captions[vid] for vid in video_ids}
+    metrics, per_video = score_captions_per_video(predictions, references, java=java)
     attributes = load_attributes(dataset.root)
     if attributes is not None:  # a synthetic set: score what captions name
         metrics.update(synthetic_metrics(predictions, attributes))
-    return {"metrics": metrics, "predictions": [{"video_id": vid, "caption": predictions[vid]} for vid in video_ids],
-            "split": args.split, "model_path": str(args.model_path), "control": args.control, "views": args.views}
+    training_captions = [caption for vid in dataset.splits["train"] for caption in dataset.captions[vid]]
+    records = [{"video_id": vid, "caption": predictions[vid], "references": references[vid],
+                "scores": per_video[vid]} for vid in video_ids]
+    return {"metrics": metrics, "diagnostics": caption_diagnostics(predictions, references, training_captions),
+            "predictions": records, "split": args.split, "model_path": str(args.model_path),
+            "control": args.control, "views": args.views}
 
 
 # ----------------------------------------------------------------------------- command line
@@ -381,19 +404,39 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--control", default="none", choices=["none", "shuffled", "zeros"],
                         help="sanity control: shuffle latents across videos, or zero them (scores should collapse)")
     parser.add_argument("--out", default="",
-                        help="write {'metrics': ..., 'predictions': [...]} as JSON here ('' = do not write)")
+                        help="write {'metrics', 'diagnostics', 'predictions': [{caption, references, scores}]} as "
+                             "JSON here ('' = do not write)")
+    parser.add_argument("--report", default="",
+                        help="write a Markdown report here: metrics, caption diagnostics, the best and worst videos "
+                             "with their references ('' = do not write)")
     parser.add_argument("--java", choices=("auto", "yes", "no"), default="auto",
                         help="use Java for PTB tokenization and METEOR: auto = if `java` runs, "
                              "no = Python tokenizer and no METEOR")
     return parser.parse_args(argv)
 
 
-def report_and_save(result: dict, out_path: str) -> None:
-    """Print the metrics table; write the result JSON atomically when out_path is set."""
-    print(format_table(result["metrics"]))
+def report_and_save(result: dict, out_path: str, report_path: str = "") -> None:
+    """Print the metrics table and the caption diagnostics (a collapse warning on stderr); write the result JSON
+    and the Markdown report atomically where their paths are set."""
+    table = format_table(result["metrics"])
+    print(table)
+    print(format_diagnostics(result["diagnostics"]))
+    warning = collapse_warning(result["diagnostics"])
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     if out_path:
-        write_json(out_path, result)
-        print(f"wrote {out_path}")
+        save_output(out_path, write_json, result)
+    if report_path:
+        save_output(report_path, write_text, format_report(result, table) + "\n")
+
+
+def save_output(path: str, writer, payload) -> None:
+    """writer(path, payload) (an atomic writer of common.py); a failure is one line naming the path."""
+    try:
+        writer(path, payload)
+    except OSError as error:
+        raise UserError(f"{path}: cannot write ({one_line(error)}); choose a writable path") from None
+    print(f"wrote {path}")
 
 
 def run(args) -> dict:
@@ -411,7 +454,7 @@ def run(args) -> dict:
 
 def main(args) -> int:
     try:
-        report_and_save(run(args), args.out)
+        report_and_save(run(args), args.out, args.report)
     except UserError as error:
         return fail(error)
     return 0

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole pipeline offline, in a few minutes on a laptop CPU: synthetic clips in the MSR-VTT layout,
 # a tiny randomly initialised X-CLIP (saved, then loaded through from_pretrained like the real one),
-# tokenizer, training, evaluation on the held-out test split, and a caption for one clip.
+# tokenizer, training (with its curves), evaluation on the held-out test split, and a caption for one clip.
 # This proves the pipeline works; it says nothing about caption quality on real video.
 #     bash quickstart.sh            (everything goes under quickstart/)
 set -euo pipefail
@@ -20,5 +20,6 @@ $python train.py --data_dir "$out/data" --tokenizer_path "$out/tokenizer.model" 
 $python evaluate.py --model_path "$out/models/best.pt" --data_dir "$out/data" --split test \
     --xclip_model "$out/tiny-xclip" --cache_dir "$out/cache" --out "$out/results.json"
 clip=$($python -c "import sys; from annotations import load_msrvtt; m = load_msrvtt(sys.argv[1]); print(m.video_path(m.splits['test'][0]))" "$out/data")
+echo "training curves: $out/models/curves.png"
 echo "caption for $clip:"
 $python inference.py --model_path "$out/models/best.pt" --xclip_model "$out/tiny-xclip" --video_path "$clip"

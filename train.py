@@ -4,7 +4,8 @@
 
 Latents come from the on-disk cache (missing ones are encoded first, once). Each epoch prints
 train loss, validation loss and validation CIDEr (beam search on the val videos, all references),
-writes models/last.pt, models/best.pt (by CIDEr) and a line in models/log.jsonl. --resume continues
+writes models/last.pt, models/best.pt (by CIDEr), a line in models/log.jsonl and redraws models/curves.png
+(curves.py; --tensorboard also writes the scalars for TensorBoard). --resume continues
 a killed run from last.pt; on CPU with a fixed seed it ends with the same weights as an unbroken run.
 
 Under `torchrun --nproc_per_node N train.py ...` it trains with DistributedDataParallel (NCCL on GPUs,
@@ -33,6 +34,7 @@ from tqdm import tqdm
 from annotations import add_data_arguments, load_dataset, normalize_caption
 from checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
 from common import DEFAULT_XCLIP, UserError, fail, resolve_device, write_text
+from curves import TENSORBOARD_MISSING, add_scalars, open_tensorboard, redraw, tensorboard_available
 from encode import load_encoder, split_features, split_latents
 from evaluate import score_captions
 from model import CaptionDecoder, DecoderConfig, caption_features
@@ -83,6 +85,9 @@ def parse_args(argv=None):
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="training device")
     run.add_argument("--seed", type=int, default=0, help="random seed (batches, dropout, init)")
     run.add_argument("--resume", action="store_true", help="continue from out_dir/last.pt")
+    run.add_argument("--tensorboard", action="store_true",
+                     help="also write the epoch scalars for TensorBoard to out_dir/tensorboard (optional extra: "
+                          "pip install -r requirements-extras.txt); out_dir/curves.png is drawn either way")
     return parser.parse_args(argv)
 
 
@@ -329,9 +334,11 @@ def save_epoch(out_dir, payload, improved):
                         "checkpoint is kept; free space and rerun with --resume") from None
 
 
-def end_epoch(args, data, val_features, decoder, optimizer, scheduler, epoch, train_loss, started, best, device):
-    """Rank 0 after an epoch: validate, write log.jsonl, best.pt and last.pt, print the epoch's line.
-    best is (best val CIDEr, epochs without improvement); returns it updated."""
+def end_epoch(args, data, val_features, decoder, optimizer, scheduler, epoch, train_loss, started, best, device,
+              tensorboard=None):
+    """Rank 0 after an epoch: validate, write log.jsonl, best.pt and last.pt, redraw curves.png (and the
+    TensorBoard scalars), print the epoch's line. best is (best val CIDEr, epochs without improvement); returns it
+    updated."""
     caption_ids = data.val.video_ids[: args.val_videos] if args.val_videos else data.val.video_ids
     references = {vid: data.captions[vid] for vid in caption_ids}
     val_loss, metrics, captions = validate(decoder, data.tokenizer, data.val, val_features,
@@ -345,6 +352,9 @@ def end_epoch(args, data, val_features, decoder, optimizer, scheduler, epoch, tr
     payload = make_checkpoint(decoder, data.tokenizer_proto, data.encoder_meta, vars(args), record, epoch + 1,
                               training_state, data=data.data_record)
     save_epoch(Path(args.out_dir), payload, improved)
+    redraw(args.out_dir)
+    if tensorboard is not None:
+        add_scalars(tensorboard, record)
     print(f"epoch {epoch + 1}/{args.epochs}: train loss {train_loss:.3f}, val loss {val_loss:.3f}, "
           f"val CIDEr {metrics['CIDEr']:.3f}, BLEU-4 {metrics['Bleu_4']:.3f}{' (best)' if improved else ''}, "
           f"{record['seconds']:.0f}s  e.g. \"{captions[0]}\"", flush=True)
@@ -367,6 +377,7 @@ def train(args, data: TrainingData, decoder, rank, world_size, device) -> None:
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         keep_log_until(out_dir / "log.jsonl", start_epoch)
+    tensorboard = open_tensorboard(out_dir / "tensorboard", start_epoch) if args.tensorboard and rank == 0 else None
     for epoch in range(start_epoch, args.epochs):
         if args.patience and best[1] >= args.patience:
             if rank == 0:
@@ -381,10 +392,12 @@ def train(args, data: TrainingData, decoder, rank, world_size, device) -> None:
                                rank=rank, world_size=world_size)
         if rank == 0:  # validation and files on rank 0 only: metrics equal the single-process ones
             best = end_epoch(args, data, val_features, decoder, optimizer, scheduler, epoch, train_loss, started,
-                             best, device)
+                             best, device, tensorboard)
         if world_size > 1:  # every rank takes the same early-stopping decision
             best = list(best)
             dist.broadcast_object_list(best, src=0)
+    if tensorboard is not None:
+        tensorboard.close()
     if rank == 0:
         print(f"best val CIDEr {best[0]:.3f}; checkpoints in {out_dir}")
 
@@ -398,6 +411,8 @@ def check_args(args):
     if args.decoder == "attention" and args.latent_every_step:
         return ("--latent_every_step goes with --decoder pooled; the attention decoder reads the frames at "
                 "every step already")
+    if args.tensorboard and not tensorboard_available():
+        return TENSORBOARD_MISSING
     return None
 
 

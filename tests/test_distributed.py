@@ -52,7 +52,7 @@ def test_two_process_training_equals_one_process(world):
     for name in a["decoder"]:
         assert torch.allclose(a["decoder"][name], b["decoder"][name], atol=1e-5, rtol=0), name
     assert a["metrics"]["val"]["CIDEr"] == pytest.approx(b["metrics"]["val"]["CIDEr"], abs=1e-6)
-    assert sorted(p.name for p in double.iterdir()) == ["best.pt", "last.pt", "log.jsonl"]
+    assert sorted(p.name for p in double.iterdir()) == ["best.pt", "curves.png", "last.pt", "log.jsonl"]
     assert len((double / "log.jsonl").read_text().splitlines()) == 2  # rank 0 alone writes
 
 

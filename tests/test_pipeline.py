@@ -124,14 +124,21 @@ def test_training_writes_logs_and_self_contained_checkpoints(trained, world):
     assert best["tokenizer"] == world["tokenizer"].read_bytes()
     assert best["encoder"]["num_frames"] == 16 and best["encoder"]["preprocess"]["image_size"] == 32
     assert torch.load(trained / "last.pt", weights_only=True)["epoch"] == 12
+    assert (trained / "curves.png").stat().st_size > 0  # redrawn after every epoch
 
 
 def test_trained_captioner_beats_shuffled_and_zero_latents(trained, world):
-    real = evaluate.evaluate_checkpoint(eval_args(world, trained / "best.pt"), java=False)["metrics"]
+    real_result = evaluate.evaluate_checkpoint(eval_args(world, trained / "best.pt"), java=False)
+    zeros_result = evaluate.evaluate_checkpoint(eval_args(world, trained / "best.pt", "zeros"), java=False)
     shuffled = evaluate.evaluate_checkpoint(eval_args(world, trained / "best.pt", "shuffled"), java=False)["metrics"]
-    zeros = evaluate.evaluate_checkpoint(eval_args(world, trained / "best.pt", "zeros"), java=False)["metrics"]
+    real, zeros = real_result["metrics"], zeros_result["metrics"]
     assert real["CIDEr"] > shuffled["CIDEr"] + 0.2 and real["CIDEr"] > zeros["CIDEr"] + 0.2
     assert real["colour_accuracy"] > shuffled["colour_accuracy"] + 0.2
+    # Zero latents: one caption for every video, the collapse the diagnostics warn about; the trained model varies.
+    assert zeros_result["diagnostics"]["distinct_captions"] == 1 and zeros_result["diagnostics"]["collapsed"]
+    assert not real_result["diagnostics"]["collapsed"] and real_result["diagnostics"]["distinct_captions"] > 1
+    per_video = [record["scores"]["CIDEr"] for record in real_result["predictions"]]
+    assert sum(per_video) / len(per_video) == pytest.approx(real["CIDEr"])  # CIDEr-D is the mean of its items
 
 
 def test_inference_captions_good_videos_and_reports_bad_ones(trained, world, tmp_path):

@@ -398,7 +398,8 @@ def test_failed_checkpoint_save_in_training_keeps_the_previous_one(training_worl
     assert len(error_lines) == 1 and "No space left" in error_lines[0] and "--resume" in error_lines[0]
     monkeypatch.setattr(torch, "save", real_save)
     assert load_checkpoint(out_dir / "last.pt")["epoch"] == 1
-    assert sorted(path.name for path in out_dir.iterdir()) == ["best.pt", "last.pt", "log.jsonl"]  # no temp files
+    no_temporary_files = ["best.pt", "curves.png", "last.pt", "log.jsonl"]
+    assert sorted(path.name for path in out_dir.iterdir()) == no_temporary_files
     assert train.main(train.parse_args(flags + ["--resume"])) == 0
     assert load_checkpoint(out_dir / "last.pt")["epoch"] == 2
     log = [json.loads(line)["epoch"] for line in (out_dir / "log.jsonl").read_text().splitlines()]
