@@ -184,7 +184,7 @@ def resumed_range(response, url, part, offset):
         return content_range[2], offset, "ab"
     if response.status == 200:
         if offset:
-            print(f"{url}: server does not resume downloads; restarting from zero", file=sys.stderr)
+            print(f"warning: {url}: server does not resume downloads; restarting from zero", file=sys.stderr)
         length = response.headers.get("Content-Length")
         return (int(length) if length and length.isdigit() else None), 0, "wb"
     raise DownloadError(f"{url}: unexpected HTTP {response.status}; check --url")
@@ -260,7 +260,7 @@ def extract_zip(zip_path, out_dir, progress=True):
     if refused:
         shown = ", ".join(f"{name} ({why})" for name, why in refused[:3])
         more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
-        print(f"{zip_path}: refused {len(refused)} unsafe member(s): {shown}{more}", file=sys.stderr)
+        print(f"warning: {zip_path}: refused {len(refused)} unsafe member(s): {shown}{more}", file=sys.stderr)
     write_text(marker, json.dumps({**stamp, "members": len(todo) + skipped, "refused": len(refused)}))
     return {"extracted": len([1 for info, _ in todo if not info.is_dir()]), "skipped": skipped, "refused": refused}
 

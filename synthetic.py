@@ -512,7 +512,7 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def main(args):
+def main(args) -> int:
     try:
         data_dir = make_synthetic_msrvtt(args.out_dir, num_videos=args.num_videos, seed=args.seed,
                                          width=args.width, height=args.height, num_frames=args.num_frames,
