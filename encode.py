@@ -135,11 +135,35 @@ def sampling_name(views: int = 1, base_seed: int = VIEW_SEED) -> str:
     return "mid" if views == 1 else f"jit{views}s{base_seed}"
 
 
-def cache_key(encoder, preprocess: Preprocess, num_frames: int, dtype_name: str, sampling: str = "mid") -> str:
-    """Folder name that says what made the latents; a different encoder gives a different name."""
+def cache_key(encoder, preprocess: Preprocess, num_frames: int, dtype_name: str, sampling: str = "mid",
+              fingerprint: str | None = None) -> str:
+    """Folder name that says what made the latents; a different encoder gives a different name.
+    fingerprint: another one of this encoder's (default: encoder.fingerprint())."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(encoder.name_or_path.rstrip("/\\")).name)[-48:]
-    return (f"{slug}-{encoder.fingerprint()}-{num_frames}f-{preprocess.image_size}px"
-            f"-{sampling}-{dtype_name}")
+    return f"{slug}-{fingerprint or encoder.fingerprint()}-{cache_suffix(preprocess, num_frames, dtype_name, sampling)}"
+
+
+def cache_suffix(preprocess: Preprocess, num_frames: int, dtype_name: str, sampling: str = "mid") -> str:
+    """The end of a cache's name, after the encoder's name and fingerprint: frames, crop, sampling, dtype."""
+    return f"{num_frames}f-{preprocess.image_size}px-{sampling}-{dtype_name}"
+
+
+def find_cache_folder(encoder, cache_dir, preprocess: Preprocess, dtype_name: str, sampling: str = "mid") -> Path:
+    """The folder under cache_dir holding this encoder's latents: the one cache_key names, else an existing one
+    made by the same weights under another name (a local copy of a hub model) or recorded with the legacy
+    fingerprint (caches made before it was path-independent), else the new one cache_key names."""
+    cache_dir = Path(cache_dir)
+    own = cache_dir / cache_key(encoder, preprocess, encoder.num_frames, dtype_name, sampling)
+    if own.is_dir() or not cache_dir.is_dir():
+        return own
+    for folder in sorted(cache_dir.glob(f"*-{cache_suffix(preprocess, encoder.num_frames, dtype_name, sampling)}")):
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+        except (OSError, ValueError):
+            continue  # not a cache, or a damaged one: LatentCache reports it when it is asked for by name
+        if isinstance(meta, dict) and encoder.made(meta.get("fingerprint"), meta.get("name")):
+            return folder
+    return own
 
 
 class LatentCache:
@@ -150,8 +174,10 @@ class LatentCache:
     only when it has both.
     """
 
-    def __init__(self, root, meta: dict, with_frames: bool = False):
+    def __init__(self, root, meta: dict, with_frames: bool = False, made_by=None):
         self.root = Path(root)
+        # made_by(fingerprint, name): whether an existing meta.json's encoder is this one (default: same fingerprint)
+        self.made_by = made_by or (lambda fingerprint, name: fingerprint == meta.get("fingerprint"))
         self.entries = self.root / "latents"
         self.entries.mkdir(parents=True, exist_ok=True)
         self.frame_entries = self.root / "frames"
@@ -174,7 +200,7 @@ class LatentCache:
             raise CacheError(f"{meta_path}: unreadable ({error}); delete {self.root} to rebuild this cache") from None
         if not isinstance(found, dict):
             raise CacheError(f"{meta_path}: not a cache description; delete {self.root} to rebuild this cache")
-        if found.get("fingerprint") != meta.get("fingerprint"):
+        if not self.made_by(found.get("fingerprint"), found.get("name")):
             raise CacheError(f"{self.root}: made by encoder {found.get('name')} ({found.get('fingerprint')}), not "
                              f"{meta.get('name')} ({meta.get('fingerprint')}); pass another --cache_dir or delete "
                              f"this folder")
@@ -254,8 +280,8 @@ def open_cache(encoder, cache_dir, dtype_name: str = "fp32", views: int = 1, wit
     if views < 1:
         raise CacheError(f"--views {views}: pass 1 (middle frames) or more (jittered samplings)")
     record, preprocess = encoder_record(encoder, dtype_name, views)
-    key = cache_key(encoder, preprocess, encoder.num_frames, dtype_name, record["sampling"])
-    return LatentCache(Path(cache_dir) / key, record, with_frames=with_frames), preprocess
+    folder = find_cache_folder(encoder, cache_dir, preprocess, dtype_name, record["sampling"])
+    return LatentCache(folder, record, with_frames=with_frames, made_by=encoder.made), preprocess
 
 
 # ----------------------------------------------------------------------------------------------------------------------
