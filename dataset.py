@@ -10,6 +10,7 @@ sampled ones. Every bad file is one VideoError line.
 """
 import argparse
 import bisect
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -399,9 +400,7 @@ def decode_sampled_frames(packets, frame_indices: list, preprocess: Preprocess,
     index_by_pts = {pts: index for index, pts in enumerate(frame_pts)} if frame_pts else None
     skipper = NonReferenceSkipper(index_by_pts, positions_by_index) if index_by_pts is not None else None
     conversions = []
-    # The sampled frames are converted on a second thread while this one decodes on (both release the GIL); one
-    # thread, so they are converted in order, with one swscale context.
-    with ThreadPoolExecutor(max_workers=1) as converter:
+    with frame_converter() as converter:
         try:
             for packet in packets:
                 if skipper is not None:
@@ -419,11 +418,11 @@ def decode_sampled_frames(packets, frame_indices: list, preprocess: Preprocess,
                         return result
                     result.frames_seen = max(result.frames_seen, index + 1)
                     if index in positions_by_index:
-                        conversions.append(converter.submit(keep_frame, frame, positions_by_index[index], preprocess,
-                                                            reformatter, result))
+                        keep = (frame, positions_by_index[index], preprocess, reformatter, result)
+                        conversions.append(converter.submit(keep_frame, *keep) if converter else keep_frame(*keep))
                 if result.frames_seen > last_index:
                     break
-            for conversion in conversions:
+            for conversion in filter(None, conversions):
                 conversion.result()  # its error, if any
         except av.error.FFmpegError as error:
             result.stopped_by = one_line(error)
@@ -431,6 +430,15 @@ def decode_sampled_frames(packets, frame_indices: list, preprocess: Preprocess,
             if skipper is not None:
                 skipper.restore()
     return result
+
+
+def frame_converter():
+    """A thread that converts the sampled frames while decoding goes on (both release the GIL), where this decoder
+    has a core to spare; one thread, so that frames are converted in order with one swscale context. Else (in
+    DataLoader workers that share the cores) nothing: frames are converted in line. A context manager."""
+    if (os.cpu_count() or 1) // decoders_at_once >= 2:
+        return ThreadPoolExecutor(max_workers=1)
+    return contextlib.nullcontext()
 
 
 def keep_frame(frame, positions: list, preprocess: Preprocess, reformatter, result: DecodedFrames) -> None:

@@ -263,18 +263,25 @@ def caption_many(paths, captioner, args):
     """Whole videos, several at once: yield (path, result or the UserError of a video that cannot be read), in the
     order of paths. Decoding runs in DataLoader workers while X-CLIP encodes batches of --batch_size videos and
     beam search captions them together (encode.encoded_batches); nothing is held but the batches in flight."""
+    import torch
     from encode import encoded_batches
 
     encoder, decoder, tokenizer, preprocess = captioner
+    # While the workers decode, beam search gets one thread: two wait for each other at every step on a busy CPU.
+    threads = torch.get_num_threads() if args.num_workers == 0 else 1
     items = [(Path(path).stem, path) for path in paths]  # the file name seeds --views, as caption_video does
     for batch in encoded_batches(items, encoder, preprocess, args.views, decoder.config.uses_frames,
                                  args.batch_size, args.num_workers):
         captions, shares = [], {}
         if batch["latents"] is not None:
             features = batch["frame_features"] if decoder.config.uses_frames else batch["latents"]  # (B, K, ...)
-            started = time.perf_counter()
-            captions = generate_batch(decoder, tokenizer, features.mean(dim=1).to(decoder.latent_mean.device),
-                                      **decoding_options(args))
+            started, encoder_threads = time.perf_counter(), torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                captions = generate_batch(decoder, tokenizer, features.mean(dim=1).to(decoder.latent_mean.device),
+                                          **decoding_options(args))
+            finally:
+                torch.set_num_threads(encoder_threads)
             shares = {"encode": batch["encode_seconds"] / len(captions),
                       "generate": (time.perf_counter() - started) / len(captions)}
         rows = iter(captions)

@@ -260,17 +260,23 @@ def run_epoch(model, features, video_index, rows, batch_size, device, optimizer=
     batches = epoch_batches(lengths, batch_size, training, generator, buckets)
     bf16 = device.type == "cuda" if bf16 is None else bf16
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    # Bucketed batches differ in length, and a batch's loss is its tokens' mean: weigh each batch by its tokens
+    # (against the epoch's mean per batch), so that every token counts alike, as in batches of mixed lengths.
+    mean_batch_tokens = float((lengths - 1).sum()) / len(batches) if buckets and training else None
     total_loss, total_count = 0.0, 0
     bar = tqdm(batches, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=rank != 0)
     for global_batch in bar:
         batch = global_batch[rank::world_size]
         scale = 1.0
-        if world_size > 1:
+        if world_size > 1 or mean_batch_tokens:
             global_tokens = int((rows[global_batch, 1:] != pad_id).sum())
+        if world_size > 1:
             if len(batch) == 0:  # fewer captions than ranks: join the gradient sync with zero weight
                 batch, scale = global_batch[:1], 0.0
             else:
                 scale = int((rows[batch, 1:] != pad_id).sum()) * world_size / global_tokens
+        if mean_batch_tokens:
+            scale *= global_tokens / mean_batch_tokens
         batch_rows = rows[batch]
         length = int(lengths[batch].max())  # trim padding columns
         batch_rows = batch_rows[:, :length].to(device, non_blocking=True)
@@ -279,7 +285,7 @@ def run_epoch(model, features, video_index, rows, batch_size, device, optimizer=
             _, loss = model(batch_features, batch_rows[:, :-1], batch_rows[:, 1:])
         if training:
             optimizer.zero_grad(set_to_none=True)
-            (loss * scale if world_size > 1 else loss).backward()
+            (loss * scale if scale != 1.0 else loss).backward()
             if grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()

@@ -85,7 +85,7 @@ def test_a_folder_in_batches_prints_in_order_and_reads_memory_per_video(world):
     assert measured["exit_code"] == 0 and len(measured["rss_mib"]) == len(world["videos"])
 
 
-# ---- X-CLIP's video side, and the fingerprint -------------------------------------------------------------------------
+# ---- X-CLIP's video side, and the fingerprint ------------------------------------------------------------------
 
 def main_branch_fingerprint(path):
     """The fingerprint as this repo computed it before: the whole config's JSON (with the path it was loaded by)

@@ -565,7 +565,8 @@ def sampling_figures(medians: dict, infos: list, paths: list, repeats: int) -> d
     best_full = min(full, key=full.get)
     figures = {"paths": [str(path) for path in paths], "repeats": repeats, "read_video_s": ours,
                "frames_in_stream": infos[0]["frames_in_stream"], "read_threading": rule_threading(paths[0])[0].lower(),
-               "full_decode_s": full[best_full], "full_threading": best_full, "ratio_to_full_decode": ours / full[best_full],
+               "full_decode_s": full[best_full], "full_threading": best_full,
+               "ratio_to_full_decode": ours / full[best_full],
                "read_by_threading_s": {name: medians[f"read_{name}"]["median_s"] for name in THREADINGS},
                "full_by_threading_s": full, "runs": medians}
     for peer in ("opencv", "decord"):
@@ -805,7 +806,8 @@ def bench_training(num_batches: int = 12, repeats: int = 2, vocab_size: int = 10
               "decoder_parameters": sum(p.numel() for p in trainees["new"][0].parameters()), "ways": ways,
               "captions_per_s": captions_per_s["new"], "today_captions_per_s": captions_per_s["today"],
               "speedup_vs_today": captions_per_s["new"] / captions_per_s["today"], "epoch_captions": epoch_captions,
-              "epoch_s": epoch_captions / captions_per_s["new"], "today_epoch_s": epoch_captions / captions_per_s["today"],
+              "epoch_s": epoch_captions / captions_per_s["new"],
+              "today_epoch_s": epoch_captions / captions_per_s["today"],
               "padding_share": padding_share(False), "bucketed_padding_share": padding_share(True),
               "runs_s": {name: [round(s, 3) for s in values] for name, values in seconds.items()}}
     if one_thread_seconds:
@@ -960,7 +962,8 @@ def bench_folder(xclip_path, checkpoint_path, folder, repeats: int = 2, beam_siz
         shutil.rmtree(scratch, ignore_errors=True)
     seconds = {name: median([outcome["seconds"] for outcome in outcomes]) for name, outcomes in runs.items()}
     return {"videos": videos, "encode_s": seconds["encode"], "inference_s": seconds["inference"],
-            "one_at_a_time_s": seconds["one_at_a_time"], "inference_to_encode": seconds["inference"] / seconds["encode"],
+            "one_at_a_time_s": seconds["one_at_a_time"],
+            "inference_to_encode": seconds["inference"] / seconds["encode"],
             "speedup_vs_one_at_a_time": seconds["one_at_a_time"] / seconds["inference"],
             "peak_rss_mib": {name: max(outcome["peak_rss_mib"] for outcome in outcomes)
                              for name, outcomes in runs.items()},
@@ -1256,7 +1259,8 @@ TABLE = (
     Row("6 memory", "inference", "load X-CLIP and encode one clip, fresh process: video side alone",
         "{video_side_peak_rss_mib:.0f} MiB", "whole model {whole_peak_rss_mib:.0f} MiB",
         needs="video_side_peak_rss_mib"),
-    Row("6 memory", "folders", "inference.py over the folder, {label} X-CLIP", lambda e: f"{e['peak_rss_mib']['inference']:.0f} MiB",
+    Row("6 memory", "folders", "inference.py over the folder, {label} X-CLIP",
+        lambda e: f"{e['peak_rss_mib']['inference']:.0f} MiB",
         lambda e: f"encode.py {e['peak_rss_mib']['encode']:.0f} MiB; one at a time "
                   f"{e['peak_rss_mib']['one_at_a_time']:.0f} MiB"),
 )
