@@ -111,7 +111,7 @@ class XClipEncoder(nn.Module):
     def made(self, fingerprint, name_or_path=None) -> bool:
         """Whether latents recorded with this fingerprint (and encoder name) came from this encoder's weights:
         its fingerprint, or the legacy one of the name they were recorded with."""
-        return fingerprint in (self.fingerprint(), self.legacy_fingerprint(name_or_path))
+        return fingerprint == self.fingerprint() or fingerprint == self.legacy_fingerprint(name_or_path)
 
     @torch.inference_mode()
     def encode(self, pixel_values):
