@@ -5,8 +5,9 @@
 
 Takes files, folders and globs; prints one caption per video (or JSON with --json). A video that
 cannot be read gets one line on stderr and the others are still captioned; the exit code is 2 if
-any failed. The checkpoint carries its tokenizer and names its X-CLIP encoder. --views K captions
-the mean latent of K jittered samplings. --segment_seconds S captions every S-second window of a
+any failed. Several whole videos are decoded in DataLoader workers while X-CLIP encodes and beam
+search captions them in batches (--batch_size, --num_workers), in order. The checkpoint carries its
+tokenizer and names its X-CLIP encoder. --views K captions the mean latent of K jittered samplings. --segment_seconds S captions every S-second window of a
 long video instead, merges neighbouring windows that get the same caption, and can write the
 segments as SRT or WebVTT subtitles. --sample draws captions at random (temperature, top-p, seeded)
 instead of searching for the most likely one.
