@@ -293,7 +293,7 @@ def encoder_from_checkpoint(checkpoint: dict, xclip_model=None, dtype=None, devi
     """Load the X-CLIP the checkpoint was trained on (or a local copy of it) and check it is the same one."""
     info = checkpoint["encoder"]
     encoder = XClipEncoder(xclip_model or info["name"], dtype=dtype or torch.float32).to(device)
-    if encoder.fingerprint() != info["fingerprint"]:
+    if not encoder.made(info["fingerprint"], info["name"]):
         raise CheckpointError(f"{xclip_model or info['name']}: not the X-CLIP this checkpoint was trained with "
                               f"(fingerprint {encoder.fingerprint()} != {info['fingerprint']}, "
                               f"trained with {info['name']})")

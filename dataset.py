@@ -11,6 +11,8 @@ sampled ones. Every bad file is one VideoError line.
 """
 import argparse
 import bisect
+import contextlib
+import functools
 import hashlib
 import itertools
 import json
@@ -18,7 +20,9 @@ import math
 import os
 import struct
 import sys
+import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -305,13 +309,22 @@ def swscale_interpolation() -> int:
     return flags
 
 
+@functools.cache
+def reformat_options() -> dict:
+    """VideoReformatter.reformat's options: RGB, SWSCALE_FLAGS, and one thread where PyAV lets swscale use more
+    (its default, one per core, only costs on outputs this small; the pixels are the same)."""
+    options = {"format": "rgb24", "interpolation": swscale_interpolation()}
+    if "threads" in (VideoReformatter.reformat.__doc__ or ""):  # recent PyAV; older ones scale on one thread
+        options["threads"] = 1
+    return options
+
+
 def frame_to_array(frame, preprocess: Preprocess, reformatter, out) -> tuple:
     """Write a decoded frame into out (3, S, S) float32, upright: one swscale step for resize + RGB, then crop and
     normalise. Returns the display orientation applied (frame_orientation)."""
     orientation = frame_orientation(frame)
     width, height = resized_size(frame.width, frame.height, preprocess.shortest_edge)
-    rgb = reformatter.reformat(frame, width=width, height=height, format="rgb24",
-                               interpolation=swscale_interpolation()).to_ndarray()  # (h, w, 3) uint8
+    rgb = reformatter.reformat(frame, width=width, height=height, **reformat_options()).to_ndarray()  # (h, w, 3) uint8
     rgb = centre_crop(orient_upright(rgb, orientation), preprocess.image_size)  # (S, S, 3) uint8
     scale, offset = normalisation_coefficients(preprocess)
     np.multiply(rgb.transpose(2, 0, 1), scale, out=out, dtype=np.float32)  # (3, S, S)
@@ -387,32 +400,46 @@ def decode_sampled_frames(packets, frame_indices: list, preprocess: Preprocess,
                            filled=np.zeros(len(frame_indices), dtype=bool))
     index_by_pts = {pts: index for index, pts in enumerate(frame_pts)} if frame_pts else None
     skipper = NonReferenceSkipper(index_by_pts, positions_by_index) if index_by_pts is not None else None
-    try:
-        for packet in packets:
+    conversions = []
+    with frame_converter() as converter:
+        try:
+            for packet in packets:
+                if skipper is not None:
+                    skipper.before(packet)
+                try:
+                    decoded = packet.decode()
+                except av.error.FFmpegError as error:
+                    result.bad_packets += 1
+                    result.first_error = result.first_error or one_line(error)
+                    continue
+                for frame in decoded:
+                    index = result.frames_seen if index_by_pts is None else index_by_pts.get(frame.pts)
+                    if index is None:
+                        result.pts_mismatch = True
+                        return result
+                    result.frames_seen = max(result.frames_seen, index + 1)
+                    if index in positions_by_index:
+                        keep = (frame, positions_by_index[index], preprocess, reformatter, result)
+                        conversions.append(converter.submit(keep_frame, *keep) if converter else keep_frame(*keep))
+                if result.frames_seen > last_index:
+                    break
+            for conversion in filter(None, conversions):
+                conversion.result()  # its error, if any
+        except av.error.FFmpegError as error:
+            result.stopped_by = one_line(error)
+        finally:
             if skipper is not None:
-                skipper.before(packet)
-            try:
-                decoded = packet.decode()
-            except av.error.FFmpegError as error:
-                result.bad_packets += 1
-                result.first_error = result.first_error or one_line(error)
-                continue
-            for frame in decoded:
-                index = result.frames_seen if index_by_pts is None else index_by_pts.get(frame.pts)
-                if index is None:
-                    result.pts_mismatch = True
-                    return result
-                result.frames_seen = max(result.frames_seen, index + 1)
-                if index in positions_by_index:
-                    keep_frame(frame, positions_by_index[index], preprocess, reformatter, result)
-            if result.frames_seen > last_index:
-                break
-    except av.error.FFmpegError as error:
-        result.stopped_by = one_line(error)
-    finally:
-        if skipper is not None:
-            skipper.restore()
+                skipper.restore()
     return result
+
+
+def frame_converter():
+    """A thread that converts the sampled frames while decoding goes on (both release the GIL), where this decoder
+    has a core to spare; one thread, so that frames are converted in order with one swscale context. Else (in
+    DataLoader workers that share the cores) nothing: frames are converted in line. A context manager."""
+    if (os.cpu_count() or 1) // decoders_at_once >= 2:
+        return ThreadPoolExecutor(max_workers=1)
+    return contextlib.nullcontext()
 
 
 def keep_frame(frame, positions: list, preprocess: Preprocess, reformatter, result: DecodedFrames) -> None:
@@ -424,10 +451,35 @@ def keep_frame(frame, positions: list, preprocess: Preprocess, reformatter, resu
     result.filled[positions] = True
 
 
+# Decoder threading, from measurements on 2 cores with clips cut into one slice per frame as uploads are
+# (docs/performance.md, tools/bench.py's threading rows): frame threads pay on large frames (854x480 and up) when
+# the decoder has at least 2 cores to itself; on small frames and in DataLoader workers that share the cores they
+# cost more than they gain, and slice threads (FFmpeg's default) amount to one thread.
+FRAME_THREADS_FROM_PIXELS = 640 * 360
+MAX_FRAME_THREADS = 4  # each frame thread holds a decoder context; more add latency for little gain
+decoders_at_once = 1  # decoders running at once in this process's group: DataLoader workers set it (share_cores)
+
+
+def share_cores(decoders: int, *_) -> None:
+    """A DataLoader worker_init_fn: this process is one of `decoders` decoding at once, sharing the cores."""
+    global decoders_at_once
+    decoders_at_once = max(1, int(decoders))
+
+
+def decoder_threading(width: int, height: int) -> tuple:
+    """(thread_type, thread_count) for decoding frames of width x height: frame threads on large frames where this
+    decoder has cores to itself, else slice threads (FFmpeg's default)."""
+    cores = (os.cpu_count() or 1) // decoders_at_once
+    if width * height >= FRAME_THREADS_FROM_PIXELS and cores >= 2:
+        return "FRAME", min(cores, MAX_FRAME_THREADS)
+    return "SLICE", 0
+
+
 def set_decoder_threads(stream) -> None:
-    """Frame + slice threads where there are cores for them; FFmpeg's slice threads alone on 2 cores or fewer,
-    where frame threading was slower on MSR-VTT's 320x240 H.264 (docs/performance.md)."""
-    stream.thread_type = "AUTO" if (os.cpu_count() or 1) > 2 else "SLICE"
+    """Set a video stream's decoder threading (decoder_threading) before its first packet is decoded. The frames
+    are the same bit for bit whatever the threading."""
+    stream.thread_type, stream.thread_count = decoder_threading(stream.codec_context.width,
+                                                                stream.codec_context.height)
 
 
 def decode_from_start(container, stream, path: Path, first_packet: tuple, frame_indices: list,
@@ -602,7 +654,8 @@ def read_views(path, video_id: str, views: int, num_frames: int, preprocess: Pre
 
 class VideoClips:
     """A map-style Dataset over (video_id, path) pairs for a torch DataLoader: each item is one video's views
-    (K, F, 3, S, S), decoded in a worker, a bad video's error kept as text rather than raised."""
+    (K, F, 3, S, S), decoded in a worker, a bad video's error kept as text rather than raised, with its index
+    and the seconds its decoding took."""
 
     def __init__(self, items, num_frames: int, preprocess: Preprocess, views: int = 1):
         self.items, self.num_frames, self.preprocess, self.views = items, num_frames, preprocess, views
@@ -612,21 +665,27 @@ class VideoClips:
 
     def __getitem__(self, index):
         video_id, path = self.items[index]
+        started = time.perf_counter()
+        sample = {"index": index, "video_id": video_id, "frames": None, "error": None, "warnings": []}
         try:
-            frames, info = read_views(path, video_id, self.views, self.num_frames, self.preprocess)
-            return {"video_id": video_id, "frames": frames, "error": None, "warnings": info.get("warnings", [])}
+            sample["frames"], info = read_views(path, video_id, self.views, self.num_frames, self.preprocess)
+            sample["warnings"] = info.get("warnings", [])
         except VideoError as error:
-            return {"video_id": video_id, "frames": None, "error": str(error), "warnings": []}
+            sample["error"] = str(error)
+        sample["seconds"] = time.perf_counter() - started
+        return sample
 
 
 def collate_clips(samples: list) -> dict:
     """A DataLoader batch: the decodable clips stacked into frames (B, K, F, 3, S, S) (None when there are none),
-    and the failures and warnings of the batch by video id."""
+    the failures and warnings of the batch by video id, and every sample in order without its frames
+    ("samples": index, video_id, error, warnings, seconds; the n-th one without an error is row n of frames)."""
     good = [sample for sample in samples if sample["frames"] is not None]
     return {"video_ids": [sample["video_id"] for sample in good],
             "frames": np.stack([sample["frames"] for sample in good]) if good else None,
             "failures": [(sample["video_id"], sample["error"]) for sample in samples if sample["frames"] is None],
-            "warnings": [(sample["video_id"], warning) for sample in samples for warning in sample["warnings"]]}
+            "warnings": [(sample["video_id"], warning) for sample in samples for warning in sample["warnings"]],
+            "samples": [{key: value for key, value in sample.items() if key != "frames"} for sample in samples]}
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -16,11 +16,13 @@ attention decoder reads.
 """
 import argparse
 import copy
+import functools
 import json
 import os
 import re
 import socket
 import sys
+import time
 import warnings
 from pathlib import Path
 from urllib.parse import urlparse
@@ -33,7 +35,8 @@ from tqdm import tqdm
 
 from annotations import add_data_arguments, load_dataset
 from common import DEFAULT_XCLIP, UserError, expand_video_paths, fail, resolve_device, save_array, write_text
-from dataset import VIEW_SEED, XCLIP_MEAN, XCLIP_STD, Preprocess, VideoClips, VideoError, collate_clips
+from dataset import (VIEW_SEED, XCLIP_MEAN, XCLIP_STD, Preprocess, VideoClips, VideoError, collate_clips,
+                     share_cores)
 from model import XClipEncoder
 
 
@@ -136,11 +139,35 @@ def sampling_name(views: int = 1, base_seed: int = VIEW_SEED) -> str:
     return "mid" if views == 1 else f"jit{views}s{base_seed}"
 
 
-def cache_key(encoder, preprocess: Preprocess, num_frames: int, dtype_name: str, sampling: str = "mid") -> str:
-    """Folder name that says what made the latents; a different encoder gives a different name."""
+def cache_key(encoder, preprocess: Preprocess, num_frames: int, dtype_name: str, sampling: str = "mid",
+              fingerprint: str | None = None) -> str:
+    """Folder name that says what made the latents; a different encoder gives a different name.
+    fingerprint: another one of this encoder's (default: encoder.fingerprint())."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(encoder.name_or_path.rstrip("/\\")).name)[-48:]
-    return (f"{slug}-{encoder.fingerprint()}-{num_frames}f-{preprocess.image_size}px"
-            f"-{sampling}-{dtype_name}")
+    return f"{slug}-{fingerprint or encoder.fingerprint()}-{cache_suffix(preprocess, num_frames, dtype_name, sampling)}"
+
+
+def cache_suffix(preprocess: Preprocess, num_frames: int, dtype_name: str, sampling: str = "mid") -> str:
+    """The end of a cache's name, after the encoder's name and fingerprint: frames, crop, sampling, dtype."""
+    return f"{num_frames}f-{preprocess.image_size}px-{sampling}-{dtype_name}"
+
+
+def find_cache_folder(encoder, cache_dir, preprocess: Preprocess, dtype_name: str, sampling: str = "mid") -> Path:
+    """The folder under cache_dir holding this encoder's latents: the one cache_key names, else an existing one
+    made by the same weights under another name (a local copy of a hub model) or recorded with the legacy
+    fingerprint (caches made before it was path-independent), else the new one cache_key names."""
+    cache_dir = Path(cache_dir)
+    own = cache_dir / cache_key(encoder, preprocess, encoder.num_frames, dtype_name, sampling)
+    if own.is_dir() or not cache_dir.is_dir():
+        return own
+    for folder in sorted(cache_dir.glob(f"*-{cache_suffix(preprocess, encoder.num_frames, dtype_name, sampling)}")):
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+        except (OSError, ValueError):
+            continue  # not a cache, or a damaged one: LatentCache reports it when it is asked for by name
+        if isinstance(meta, dict) and encoder.made(meta.get("fingerprint"), meta.get("name")):
+            return folder
+    return own
 
 
 class LatentCache:
@@ -151,8 +178,10 @@ class LatentCache:
     only when it has both.
     """
 
-    def __init__(self, root, meta: dict, with_frames: bool = False):
+    def __init__(self, root, meta: dict, with_frames: bool = False, made_by=None):
         self.root = Path(root)
+        # made_by(fingerprint, name): whether an existing meta.json's encoder is this one (default: same fingerprint)
+        self.made_by = made_by or (lambda fingerprint, name: fingerprint == meta.get("fingerprint"))
         self.entries = self.root / "latents"
         self.entries.mkdir(parents=True, exist_ok=True)
         self.frame_entries = self.root / "frames"
@@ -175,7 +204,7 @@ class LatentCache:
             raise CacheError(f"{meta_path}: unreadable ({error}); delete {self.root} to rebuild this cache") from None
         if not isinstance(found, dict):
             raise CacheError(f"{meta_path}: not a cache description; delete {self.root} to rebuild this cache")
-        if found.get("fingerprint") != meta.get("fingerprint"):
+        if not self.made_by(found.get("fingerprint"), found.get("name")):
             raise CacheError(f"{self.root}: made by encoder {found.get('name')} ({found.get('fingerprint')}), not "
                              f"{meta.get('name')} ({meta.get('fingerprint')}); pass another --cache_dir or delete "
                              f"this folder")
@@ -261,19 +290,59 @@ def open_cache(encoder, cache_dir, dtype_name: str = "fp32", views: int = 1, wit
     if views < 1:
         raise CacheError(f"--views {views}: pass 1 (middle frames) or more (jittered samplings)")
     record, preprocess = encoder_record(encoder, dtype_name, views)
-    key = cache_key(encoder, preprocess, encoder.num_frames, dtype_name, record["sampling"])
-    return LatentCache(Path(cache_dir) / key, record, with_frames=with_frames), preprocess
+    folder = find_cache_folder(encoder, cache_dir, preprocess, dtype_name, record["sampling"])
+    return LatentCache(folder, record, with_frames=with_frames, made_by=encoder.made), preprocess
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Encoding
 
+def encoded_batches(items, encoder, preprocess, views: int = 1, with_frames: bool = False, batch_size: int = 8,
+                    num_workers: int = 2, reference_encoder=None):
+    """Decode (video_id, path) items in DataLoader workers while the encoder encodes the previous batches, and
+    yield each collated batch (dataset.collate_clips), in order, with what X-CLIP made of its clips: "latents"
+    (B, K, D) and, with with_frames, "frame_features" (B, K, F, D) (None for a batch of broken videos only),
+    and "encode_seconds".
+    The workers stay at most a few batches ahead, so memory is bounded whatever the number of videos.
+    reference_encoder (fp32) is compared with the encoder on the first batch (a bf16 encoder's distance)."""
+    loader = DataLoader(VideoClips(items, encoder.num_frames, preprocess, views), batch_size=batch_size,
+                        num_workers=num_workers, collate_fn=collate_clips, persistent_workers=False,
+                        prefetch_factor=4 if num_workers else None,
+                        worker_init_fn=functools.partial(share_cores, num_workers))
+    for batch in loader:
+        started = time.perf_counter()
+        batch["latents"] = batch["frame_features"] = None
+        if batch["frames"] is not None:
+            batch["latents"], batch["frame_features"] = encode_clips(encoder, batch["frames"], with_frames,
+                                                                     reference_encoder)
+            reference_encoder = None
+        batch["encode_seconds"] = time.perf_counter() - started
+        yield batch
+
+
+def encode_clips(encoder, frames, with_frames: bool = False, reference_encoder=None) -> tuple:
+    """Frames (B, K, F, 3, S, S) -> (latents (B, K, D), per-frame features (B, K, F, D) or None), on the CPU; with
+    reference_encoder, print how close the encoder's latents are to it (a bf16 encoder against its fp32 twin)."""
+    clips = torch.from_numpy(frames).flatten(0, 1)  # (B*K, F, 3, S, S)
+    views = frames.shape[1]
+    if with_frames:
+        latents, frame_features = encoder.encode_with_frames(clips)  # (B*K, D), (B*K, F, D)
+        frame_features = frame_features.unflatten(0, (-1, views)).cpu()  # (B, K, F, D)
+    else:
+        latents, frame_features = encoder.encode(clips), None  # (B*K, D)
+    if reference_encoder is not None:
+        cosine = torch.nn.functional.cosine_similarity(latents, reference_encoder.encode(clips), dim=-1)
+        tqdm.write(f"{encoder.dtype} vs fp32 on the first batch: cosine similarity "
+                   f"mean {cosine.mean():.5f}, min {cosine.min():.5f}")
+    return latents.unflatten(0, (-1, views)).cpu(), frame_features  # (B, K, D)
+
+
 def encode_videos(items, encoder, cache, preprocess, batch_size=8, num_workers=2, strict=False,
                   shard=0, num_shards=1, reference_encoder=None, progress=True) -> dict:
     """Encode every (video_id, path) not yet in the cache. Returns counts and the failures.
 
-    Decoding runs in DataLoader workers so it overlaps encoding. With strict, the first broken
-    video raises VideoError; otherwise broken videos are collected and written to failures.jsonl.
+    Decoding runs in DataLoader workers so it overlaps encoding (encoded_batches). With strict, the first
+    broken video raises VideoError; otherwise broken videos are collected and written to failures.jsonl.
     reference_encoder (fp32) is used on the first batch to report how far a bf16 encoder is.
     """
     items = sorted(items)[shard::num_shards]
@@ -281,19 +350,17 @@ def encode_videos(items, encoder, cache, preprocess, batch_size=8, num_workers=2
     summary = {"total": len(items), "cached": len(items) - len(todo), "encoded": 0, "failed": [], "warnings": []}
     if not todo:
         return summary
-    loader = DataLoader(VideoClips(todo, encoder.num_frames, preprocess, cache.views), batch_size=batch_size,
-                        num_workers=num_workers, collate_fn=collate_clips,
-                        persistent_workers=False, prefetch_factor=4 if num_workers else None)
+    batches = encoded_batches(todo, encoder, preprocess, cache.views, cache.with_frames, batch_size, num_workers,
+                              reference_encoder)
     bar = tqdm(total=len(todo), unit="video", desc="encoding", disable=not progress, dynamic_ncols=True)
     try:
-        for batch in loader:
+        for batch in batches:
             if strict and batch["failures"]:
                 raise VideoError(batch["failures"][0][1])
             summary["failed"] += batch["failures"]
             summary["warnings"] += batch["warnings"]
-            if batch["frames"] is not None:
-                encode_batch(encoder, cache, batch, reference_encoder)
-                reference_encoder = None
+            if batch["latents"] is not None:
+                write_batch(cache, batch)
                 summary["encoded"] += len(batch["video_ids"])
             bar.update(len(batch["video_ids"]) + len(batch["failures"]))
     finally:
@@ -306,23 +373,13 @@ def encode_videos(items, encoder, cache, preprocess, batch_size=8, num_workers=2
     return summary
 
 
-def encode_batch(encoder, cache, batch: dict, reference_encoder=None) -> None:
-    """Encode a collated batch of clips and write each video's entry; with reference_encoder, print how close
-    the encoder's latents are to it (a bf16 encoder against its fp32 twin)."""
-    clips = torch.from_numpy(batch["frames"]).flatten(0, 1)  # (B*K, F, 3, S, S)
-    if cache.with_frames:
-        latents, frame_features = encoder.encode_with_frames(clips)  # (B*K, D), (B*K, F, D)
-        frame_features = frame_features.unflatten(0, (-1, cache.views)).cpu().numpy()  # (B, K, F, D)
-    else:
-        latents, frame_features = encoder.encode(clips), None  # (B*K, D)
-    if reference_encoder is not None:
-        cosine = torch.nn.functional.cosine_similarity(latents, reference_encoder.encode(clips), dim=-1)
-        tqdm.write(f"{encoder.dtype} vs fp32 on the first batch: cosine similarity "
-                   f"mean {cosine.mean():.5f}, min {cosine.min():.5f}")
-    latents = latents.unflatten(0, (-1, cache.views)).cpu().numpy()  # (B, K, D)
-    view = 0 if cache.views == 1 else slice(None)  # one view keeps the (D,) entries caches always had
+def write_batch(cache, batch: dict) -> None:
+    """Write each video's entry of an encoded batch (encoded_batches): one view keeps the (D,) entries caches
+    always had."""
+    view = 0 if cache.views == 1 else slice(None)
+    latents, frame_features = batch["latents"].numpy(), batch["frame_features"]
     for row, video_id in enumerate(batch["video_ids"]):
-        cache.write(video_id, latents[row, view], None if frame_features is None else frame_features[row, view])
+        cache.write(video_id, latents[row, view], None if frame_features is None else frame_features[row, view].numpy())
 
 
 def failures_path(cache, shard: int = 0, num_shards: int = 1) -> Path:

@@ -5,8 +5,9 @@
 
 Takes files, folders and globs; prints one caption per video (or JSON with --json). A video that
 cannot be read gets one line on stderr and the others are still captioned; the exit code is 2 if
-any failed. The checkpoint carries its tokenizer and names its X-CLIP encoder. --views K captions
-the mean latent of K jittered samplings. --segment_seconds S captions every S-second window of a
+any failed. Several whole videos are decoded in DataLoader workers while X-CLIP encodes and beam
+search captions them in batches (--batch_size, --num_workers), in order. The checkpoint carries its
+tokenizer and names its X-CLIP encoder. --views K captions the mean latent of K jittered samplings. --segment_seconds S captions every S-second window of a
 long video instead, merges neighbouring windows that get the same caption, and can write the
 segments as SRT or WebVTT subtitles. --sample draws captions at random (temperature, top-p, seeded)
 instead of searching for the most likely one.
@@ -55,6 +56,11 @@ def parse_args(argv=None):
     parser.add_argument("--srt", default="", help="with --segment_seconds and one video: write the segments as SRT here")
     parser.add_argument("--vtt", default="", help="with --segment_seconds and one video: write them as WebVTT here")
     parser.add_argument("--json", action="store_true", help="print one JSON object per video")
+    parser.add_argument("--batch_size", type=int, default=8,
+                        help="with several videos: videos encoded and captioned together")
+    parser.add_argument("--num_workers", type=int, default=2,
+                        help="with several videos: DataLoader workers decoding them while others are encoded "
+                             "(0 = in this process)")
     return parser.parse_args(argv)
 
 
@@ -72,6 +78,8 @@ def check_args(args, num_videos):
         return f"--srt and --vtt take one video, got {num_videos}; run once per video"
     if args.sample and args.segment_seconds:
         return "--sample and --segment_seconds do not go together: segments are captioned by beam search"
+    if args.batch_size < 1 or args.num_workers < 0:
+        return f"--batch_size {args.batch_size}, --num_workers {args.num_workers}: pass at least 1 and 0"
     if args.sample and not (args.temperature > 0 and 0 < args.top_p <= 1):
         return f"--temperature {args.temperature:g}, --top_p {args.top_p:g}: pass a temperature above 0 and 0 < top_p <= 1"
     return None
@@ -90,22 +98,33 @@ def generate(decoder, tokenizer, features, num_captions=1, beam_size=5, max_len=
     """Features of one video (1, ...) -> its captions [{"caption", "score"}]: the num_captions best beams with
     their length-normalised log-probabilities, or with sample, num_captions random draws (score None)."""
     import torch
-    from model import beam_search, sample as sample_captions
 
     threads = torch.get_num_threads()
     # One video's beams are too small to split across threads: on a shared 2-core machine two threads wait
     # for each other at every step (docs/performance.md).
     torch.set_num_threads(1)
     try:
-        if sample:
-            draws = sample_captions(decoder, features.expand(num_captions, *features.shape[1:]), max_len=max_len,
-                                    temperature=temperature, top_p=top_p, seed=seed)
-            return [{"caption": tokenizer.decode(ids), "score": None} for ids in draws]
-        beams = beam_search(decoder, features, beam_size=max(beam_size, num_captions), max_len=max_len,
-                            length_penalty=length_penalty, n_best=num_captions)[0]
+        return generate_batch(decoder, tokenizer, features, num_captions, beam_size, max_len, length_penalty,
+                              sample, temperature, top_p, seed)[0]
     finally:
         torch.set_num_threads(threads)
-    return [{"caption": tokenizer.decode(ids), "score": round(score, 4)} for ids, score in beams]
+
+
+def generate_batch(decoder, tokenizer, features, num_captions=1, beam_size=5, max_len=30, length_penalty=1.0,
+                   sample=False, temperature=1.0, top_p=1.0, seed=0):
+    """Features of B videos (B, ...) -> per video its captions, as generate() gives them: beam search over all
+    the videos at once; sampling video by video, so that each video's draws are those it gets alone."""
+    from model import beam_search, sample as sample_captions
+
+    if sample:
+        return [[{"caption": tokenizer.decode(ids), "score": None}
+                 for ids in sample_captions(decoder, row.expand(num_captions, *row.shape), max_len=max_len,
+                                            temperature=temperature, top_p=top_p, seed=seed)]
+                for row in features]
+    beams = beam_search(decoder, features, beam_size=max(beam_size, num_captions), max_len=max_len,
+                        length_penalty=length_penalty, n_best=num_captions)
+    return [[{"caption": tokenizer.decode(ids), "score": round(score, 4)} for ids, score in video]
+            for video in beams]
 
 
 def caption_video(path, encoder, decoder, tokenizer, preprocess, views=1, **decoding):
@@ -243,12 +262,81 @@ def caption_path(path, captioner, args) -> dict:
     if args.segment_seconds:
         return caption_segments(path, *captioner, args.segment_seconds, args.beam_size, args.max_len,
                                 args.length_penalty)
-    return caption_video(path, *captioner, views=args.views, num_captions=args.num_captions,
-                         beam_size=args.beam_size, max_len=args.max_len, length_penalty=args.length_penalty,
-                         sample=args.sample, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    return caption_video(path, *captioner, views=args.views, **decoding_options(args))
+
+
+def caption_many(paths, captioner, args):
+    """Whole videos, several at once: yield (path, result or the UserError of a video that cannot be read), in the
+    order of paths. Decoding runs in DataLoader workers while X-CLIP encodes batches of --batch_size videos and
+    beam search captions them together (encode.encoded_batches); nothing is held but the batches in flight."""
+    import torch
+    from encode import encoded_batches
+
+    encoder, decoder, tokenizer, preprocess = captioner
+    # While the workers decode, beam search gets one thread: two wait for each other at every step on a busy CPU.
+    threads = torch.get_num_threads() if args.num_workers == 0 else 1
+    items = [(Path(path).stem, path) for path in paths]  # the file name seeds --views, as caption_video does
+    for batch in encoded_batches(items, encoder, preprocess, args.views, decoder.config.uses_frames,
+                                 args.batch_size, args.num_workers):
+        captions, shares = [], {}
+        if batch["latents"] is not None:
+            features = batch["frame_features"] if decoder.config.uses_frames else batch["latents"]  # (B, K, ...)
+            started, encoder_threads = time.perf_counter(), torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                captions = generate_batch(decoder, tokenizer, features.mean(dim=1).to(decoder.latent_mean.device),
+                                          **decoding_options(args))
+            finally:
+                torch.set_num_threads(encoder_threads)
+            shares = {"encode": batch["encode_seconds"] / len(captions),
+                      "generate": (time.perf_counter() - started) / len(captions)}
+        rows = iter(captions)
+        for sample in batch["samples"]:
+            path = paths[sample["index"]]
+            if sample["error"] is not None:
+                yield path, UserError(sample["error"])
+                continue
+            seconds = {"decode": sample["seconds"], **shares}
+            yield path, {"path": str(path), "captions": next(rows), "warnings": sample["warnings"],
+                         "seconds": {name: round(value, 4) for name, value in seconds.items()}}
+
+
+def decoding_options(args) -> dict:
+    """generate()'s options from the command line."""
+    return {"num_captions": args.num_captions, "beam_size": args.beam_size, "max_len": args.max_len,
+            "length_penalty": args.length_penalty, "sample": args.sample, "temperature": args.temperature,
+            "top_p": args.top_p, "seed": args.seed}
+
+
+def outcomes(paths, captioner, args):
+    """(path, result or UserError) of every video in order: several whole videos together (caption_many), else
+    one at a time."""
+    if len(paths) > 1 and not args.segment_seconds:
+        yield from caption_many(paths, captioner, args)
+        return
+    for path in paths:
+        try:
+            yield path, caption_path(path, captioner, args)
+        except UserError as error:  # a video that cannot be read: report it, caption the others
+            yield path, error
+
+
+def report(path, outcome, args, several) -> bool:
+    """Print one video's outcome: its warnings (stderr) and captions or segments (stdout), or its error (one
+    line); write its subtitles. Returns whether it was captioned."""
+    if isinstance(outcome, UserError):
+        fail(outcome)
+        return False
+    for warning in outcome["warnings"]:
+        print(f"warning: {path}: {warning}", file=sys.stderr)
+    print_result(outcome, path, several, args.json)
+    write_subtitles(outcome, args)
+    return True
 
 
 def main(args) -> int:
+    from tqdm import tqdm
+
     from common import expand_video_paths
 
     for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 are printed escaped, not a crash
@@ -256,24 +344,22 @@ def main(args) -> int:
             stream.reconfigure(errors="backslashreplace")
     paths = expand_video_paths(args.video_path)
     failures = 0
+    # A bar on a terminal when there are several videos; each video's lines are printed above it.
+    bar = tqdm(total=len(paths), unit="video", desc="captioning", dynamic_ncols=True, leave=False,
+               disable=None if len(paths) > 1 else True)
     try:
         problem = check_args(args, len(paths))
         if problem:
             raise UserError(problem)
         captioner = load_captioner(args)
-        for path in paths:
-            try:
-                result = caption_path(path, captioner, args)
-            except UserError as error:  # a video that cannot be read: report it, caption the others
-                fail(error)
-                failures += 1
-                continue
-            for warning in result["warnings"]:
-                print(f"warning: {path}: {warning}", file=sys.stderr)
-            print_result(result, path, len(paths) > 1, args.json)
-            write_subtitles(result, args)
+        for path, outcome in outcomes(paths, captioner, args):
+            with tqdm.external_write_mode():
+                failures += not report(path, outcome, args, len(paths) > 1)
+            bar.update()
     except UserError as error:
         return fail(error)
+    finally:
+        bar.close()
     return 2 if failures else 0
 
 

@@ -13,7 +13,9 @@ V vocabulary, L layers, H hidden size, K beams.
 
 Only nn.Modules, their config and decoding live here; files and flags belong to the scripts.
 """
+import functools
 import hashlib
+import json
 from dataclasses import asdict, dataclass
 
 import torch
@@ -27,6 +29,34 @@ class EncoderLoadError(UserError):
     """The X-CLIP weights could not be loaded; the message is one line saying what to do."""
 
 
+# What the latents depend on among X-CLIP's vision settings: the fingerprint hashes these (and no path, library
+# version or default that a newer transformers adds), so that a hub model and any copy of it agree.
+VIDEO_CONFIG_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size",
+                       "patch_size", "num_channels", "num_frames", "hidden_act", "layer_norm_eps", "mit_hidden_size",
+                       "mit_intermediate_size", "mit_num_hidden_layers", "mit_num_attention_heads")
+# XCLIPModel's parts that get_video_features never runs (the text tower and the prompt generator that reads it).
+TEXT_SIDE = ("text_model", "prompts_generator", "prompts_visual_layernorm", "prompts_visual_projection", "logit_scale")
+
+
+@functools.cache
+def video_model_class():
+    """XCLIPModel without its text side: from_pretrained loads only the vision model, the visual projection and the
+    multi-frame integration transformer (what get_video_features runs, with the very same code), plus the small
+    text projection that the legacy fingerprint hashes. transformers builds the model on the meta device before
+    loading, so the text side is never materialised."""
+    from transformers import XCLIPModel
+
+    class XCLIPVideoModel(XCLIPModel):
+        _keys_to_ignore_on_load_unexpected = [rf"^{name}(\.|$)" for name in TEXT_SIDE]
+
+        def __init__(self, config):
+            super().__init__(config)
+            for name in TEXT_SIDE:
+                delattr(self, name)
+
+    return XCLIPVideoModel
+
+
 class XClipEncoder(nn.Module):
     """Frozen X-CLIP video tower: pixel values (B, F, 3, S, S) -> one latent per video (B, D)."""
 
@@ -34,13 +64,12 @@ class XClipEncoder(nn.Module):
         super().__init__()
         # transformers is imported here, not at the top: training and evaluating from the cache never load X-CLIP,
         # and importing it costs those processes ~115 MiB.
-        from transformers import XCLIPModel
         from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()  # the text tower's unused weights are not news
+        hf_logging.set_verbosity_error()  # the text side's weights, left unloaded, are not news
         hf_logging.disable_progress_bar()  # keep stderr to warnings and one-line errors
         try:
-            model = XCLIPModel.from_pretrained(name_or_path)
+            model = video_model_class().from_pretrained(name_or_path)
         except (OSError, ValueError) as error:
             raise EncoderLoadError(
                 f"{name_or_path}: cannot load X-CLIP ({str(error).splitlines()[0][:160]}); "
@@ -55,11 +84,34 @@ class XClipEncoder(nn.Module):
         self.latent_dim = int(model.config.projection_dim)
 
     def fingerprint(self):
-        """Short hash of the config and projection weights: equal for a hub model and a local copy of it."""
-        digest = hashlib.sha256(self.model.config.to_json_string(use_diff=False).encode())
+        """Short hash of the video side's config and the visual projection's weights: equal for a hub model and a
+        local copy of it, whatever their paths."""
+        config = self.model.config
+        described = {name: getattr(config.vision_config, name, None) for name in VIDEO_CONFIG_FIELDS}
+        described["projection_dim"] = config.projection_dim
+        digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode())
+        digest.update(self.model.visual_projection.weight.detach().float().cpu().numpy().tobytes())
+        return digest.hexdigest()[:12]
+
+    def legacy_fingerprint(self, name_or_path=None):
+        """The fingerprint older caches and checkpoints carry: a hash of the whole config as JSON, whose
+        "_name_or_path" is the name the model was loaded by (name_or_path; default: this encoder's), and of the
+        visual and text projections' weights."""
+        config = self.model.config
+        loaded_as = config._name_or_path
+        config._name_or_path = self.name_or_path if name_or_path is None else str(name_or_path)
+        try:
+            digest = hashlib.sha256(config.to_json_string(use_diff=False).encode())
+        finally:
+            config._name_or_path = loaded_as
         for name in ("visual_projection", "text_projection"):
             digest.update(getattr(self.model, name).weight.detach().float().cpu().numpy().tobytes())
         return digest.hexdigest()[:12]
+
+    def made(self, fingerprint, name_or_path=None) -> bool:
+        """Whether latents recorded with this fingerprint (and encoder name) came from this encoder's weights:
+        its fingerprint, or the legacy one of the name they were recorded with."""
+        return fingerprint == self.fingerprint() or fingerprint == self.legacy_fingerprint(name_or_path)
 
     @torch.inference_mode()
     def encode(self, pixel_values):

@@ -86,11 +86,14 @@ def test_skipping_unreferenced_frames_gives_the_same_frames_from_fewer_decoded(t
 
 def test_sampling_stage_reports_floors_the_original_way_and_memory(workspace):
     clip = workspace["clips"]["320x240"][0]
-    result = bench.bench_sampling({"320x240": (clip, 1)})["320x240"]
+    result = bench.bench_sampling({"320x240": ([clip], 1)})["320x240"]
     for key in ("read_video_s", "floor_s", "skipping_floor_s", "original_s", "ratio_to_floor",
-                "ratio_to_skipping_floor", "speedup_vs_original", "read_video_peak_rss_mib", "original_peak_rss_mib"):
+                "ratio_to_skipping_floor", "speedup_vs_original", "read_video_peak_rss_mib", "original_peak_rss_mib",
+                "full_decode_s", "ratio_to_full_decode"):
         assert finite_positive(result[key]), key
     assert result["ratio_to_floor"] == pytest.approx(result["read_video_s"] / result["floor_s"])
+    assert result["full_decode_s"] == min(result["full_by_threading_s"].values())
+    assert set(result["read_by_threading_s"]) == set(bench.THREADINGS) and result["read_threading"] == "slice"
     assert result["frames_in_stream"] == 30 and result["last_sampled_index"] == 29
     assert result["frames_decoded_skipping"] < result["last_sampled_index"] + 1
     assert result["floor_threading"] in ("slice", "frame")
@@ -131,9 +134,36 @@ def test_training_stage_runs_the_real_run_epoch(monkeypatch):
     monkeypatch.setattr(train, "run_epoch", counting_run_epoch)
     result = bench.bench_training(num_batches=3, repeats=2, vocab_size=300, batch_size=8, num_videos=10,
                                   epoch_captions=1000, one_thread=False)
-    assert calls == [16, 24, 24]  # a 2-batch warm-up, then two timed passes over 3 batches
+    assert calls == [16, 16, 24, 24, 24, 24]  # each way: a 2-batch warm-up, then two timed passes over 3 batches
     assert result["epoch_s"] == pytest.approx(1000 / result["captions_per_s"])
-    assert len(result["runs_s"]) == 2 and 0 < result["padding_share"] < 1
+    assert result["speedup_vs_today"] == pytest.approx(result["captions_per_s"] / result["today_captions_per_s"])
+    assert len(result["runs_s"]["today"]) == len(result["runs_s"]["new"]) == 2
+    assert 0 <= result["bucketed_padding_share"] < result["padding_share"] < 1
+
+
+def test_training_loss_is_compared_after_the_same_epochs_each_way():
+    from model import DecoderConfig
+    train_split, val_split = bench.synthetic_splits(10, 4, vocab_size=100)
+    assert len(train_split[2]) == 32 and len(val_split[2]) == 8 and val_split[1].max() == 1
+    config = DecoderConfig(vocab_size=100, embed_dim=16, hidden_dim=32, num_layers=1)
+    result = bench.val_loss_both_ways(train_split, val_split, config, epochs=1, batch_size=8)
+    assert result["relative_change"] == pytest.approx(result["val_loss"] / result["today_val_loss"] - 1)
+    assert abs(result["relative_change"]) < 0.05
+
+
+def test_pipeline_threading_and_folder_stages(workspace, tmp_path):
+    clip = workspace["clips"]["320x240"][0]
+    pipeline = bench.pipeline_threading([clip] * 2, repeats=1, batch_size=1, num_workers=1)
+    assert set(pipeline["seconds"]) == {"rule", "slice", "frame"} and all(map(finite_positive, pipeline["seconds"].values()))
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for index in range(2):
+        (folder / f"{index}.mp4").symlink_to(clip)
+    result = bench.bench_folder(workspace["xclip"], workspace["checkpoint"], folder, repeats=1, beam_size=2,
+                                work_dir=tmp_path)
+    assert result["videos"] == 2 and result["inference_to_encode"] == pytest.approx(
+        result["inference_s"] / result["encode_s"])
+    assert [path.name for path in tmp_path.iterdir()] == ["folder"]  # its scratch cache is removed
 
 
 def test_caption_rows_look_like_encoded_msrvtt_captions():

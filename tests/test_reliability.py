@@ -359,8 +359,8 @@ def test_training_killed_mid_epoch_resumes_to_the_same_weights(training_world, t
     delay = random.Random(7).uniform(0.0, 0.05)  # into epoch 2: its training steps take longer than this
     first_epoch_done = []
 
-    def after_first_epoch():
-        if not first_epoch_done and log_epochs(killed):
+    def after_first_epoch():  # last.pt is written after the epoch's log line: its saves are done
+        if not first_epoch_done and log_epochs(killed) and (killed / "last.pt").exists():
             first_epoch_done.append(time.monotonic())
         return bool(first_epoch_done) and time.monotonic() - first_epoch_done[0] >= delay
 

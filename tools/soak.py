@@ -108,11 +108,11 @@ def measure_inference(video_paths, model_path, xclip_model, beam_size=5, max_len
     Returns {"rss_mib": [...], "seconds", "exit_code", "captions": stdout lines, "errors": stderr lines}.
     """
     readings = []
-    caption_video = inference.caption_video
+    report = inference.report
 
-    def caption_and_read_memory(*args, **kwargs):
+    def report_and_read_memory(*args, **kwargs):
         try:
-            return caption_video(*args, **kwargs)
+            return report(*args, **kwargs)
         finally:
             readings.append(rss_mib())
 
@@ -120,12 +120,12 @@ def measure_inference(video_paths, model_path, xclip_model, beam_size=5, max_len
                                  "cpu", "--beam_size", str(beam_size), "--max_len", str(max_len), "--video_path",
                                  *map(str, video_paths)])
     stdout, stderr = io.StringIO(), io.StringIO()
-    inference.caption_video = caption_and_read_memory
+    inference.report = report_and_read_memory
     try:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             seconds, exit_code = timed(inference.main, args)
     finally:
-        inference.caption_video = caption_video
+        inference.report = report
     return {"rss_mib": readings, "seconds": seconds, "exit_code": exit_code,
             "captions": stdout.getvalue().splitlines(), "errors": stderr.getvalue().splitlines()}
 
