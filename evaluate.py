@@ -370,7 +370,8 @@ def evaluate_checkpoint(args, java=None) -> dict:
                 "scores": per_video[vid]} for vid in video_ids]
     return {"metrics": metrics, "diagnostics": caption_diagnostics(predictions, references, training_captions),
             "predictions": records, "split": args.split, "model_path": str(args.model_path),
-            "control": args.control, "views": args.views}
+            "control": args.control, "views": args.views,
+            "decoding": {"beam_size": args.beam_size, "length_penalty": args.length_penalty, "max_len": args.max_len}}
 
 
 # ----------------------------------------------------------------------------- command line

@@ -193,9 +193,11 @@ def scores(checkpoint: dict, results: dict | None, model_id: str) -> str:
     """The test scores from evaluate.py's results, or, without them, the validation scores of the exported epoch."""
     if results:
         metrics, split = results["metrics"], results.get("split", "test")
-        views = results.get("views", 1)
+        views, decoding = results.get("views", 1), results.get("decoding") or {}
         flags = xclip_flag(checkpoint["encoder"]) + (f" --views {views}" if views > 1 else "")
-        where = (f"On the {split} split of {dataset_name(checkpoint)}, captions by beam search (`python evaluate.py "
+        flags += "".join(f" --{name} {decoding[name]}" for name in ("beam_size", "length_penalty") if name in decoding)
+        search = "greedy decoding" if decoding.get("beam_size") == 1 else "beam search"
+        where = (f"On the {split} split of {dataset_name(checkpoint)}, captions by {search} (`python evaluate.py "
                  f"--model_path {model_id}{flags} --data_dir data --split {split} --out results.json`):")
     else:
         metrics = (checkpoint.get("metrics") or {}).get("val") or {}

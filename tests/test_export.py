@@ -111,6 +111,7 @@ def test_folder_holds_what_the_checkpoint_holds_and_its_card_parses(world):
         assert heading in card
     cider = json.loads(world["results"].read_text())["metrics"]["CIDEr"]
     assert f"| CIDEr | {100 * cider:.1f} |" in card  # the test scores, not the validation ones
+    assert "--beam_size 3 --length_penalty 1.0 --data_dir" in card  # and the decoding that made them
     assert f"| {exported['epoch']} (exported) |" in card  # the curve from log.jsonl
     assert f"--model_path {world['folder']} --xclip_model" in card  # a local X-CLIP: the card says to pass it
 
