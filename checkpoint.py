@@ -94,6 +94,11 @@ def load_pt(path, map_location="cpu") -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint; train one with train.py, or pass a .pt file, an "
                               "exported folder or a Hub repo id (user/name) as --model_path")
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if magic != b"PK\x03\x04" and magic[:1] != b"\x80":  # torch.save writes a zip; old torch a bare pickle
+        raise CheckpointError(f"{path}: not a checkpoint (not a file torch.save wrote); pass the best.pt or "
+                              "last.pt train.py wrote, an exported folder or a Hub repo id")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:

@@ -63,13 +63,13 @@ def atomic_write(path, write, mode="wb") -> Path:
 
 
 def write_text(path, text: str) -> Path:
-    """Write UTF-8 text atomically."""
+    """Write UTF-8 text atomically, creating the folder if needed."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     return atomic_write(path, lambda handle: handle.write(text), mode="w")
 
 
 def write_json(path, payload, indent=2) -> Path:
     """Write JSON atomically (UTF-8, non-ASCII kept, final newline), creating the folder if needed."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     return write_text(path, json.dumps(payload, indent=indent, ensure_ascii=False) + "\n")
 
 

@@ -27,7 +27,7 @@ GRADIO_MISSING = ("demo.py: the gradio package is not installed; pip install -r 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model_path", default="models/best.pt", help="checkpoint written by train.py")
+    parser.add_argument("--model_path", default="models/best.pt", help="a .pt from train.py, a folder from export.py, or a Hub repo id (user/name)")
     parser.add_argument("--tokenizer_path", default=None,
                         help="only to check against the checkpoint's own tokenizer (it is stored inside)")
     parser.add_argument("--xclip_model", default=None,

@@ -73,7 +73,7 @@ class XClipEncoder(nn.Module):
         except (OSError, ValueError) as error:
             raise EncoderLoadError(
                 f"{name_or_path}: cannot load X-CLIP ({str(error).splitlines()[0][:160]}); "
-                "if offline, download it elsewhere (huggingface-cli download "
+                "if offline, download it elsewhere (hf download "
                 f"{DEFAULT_XCLIP} --local-dir xclip) and pass --xclip_model xclip") from None
         self.name_or_path = str(name_or_path)
         self.model = model.to(dtype).eval().requires_grad_(False)

@@ -523,6 +523,10 @@ def bad_checkpoint(world, tmp_path, kind):
         path = tmp_path / "weights.pt"
         torch.save({"state_dict": {"w": torch.ones(3)}}, path)
         return path, [], "not a captioner checkpoint"
+    if kind == "text file":
+        path = tmp_path / "notes.pt"
+        path.write_text("a README passed as --model_path")
+        return path, [], "not a checkpoint (not a file torch.save wrote)"
     if kind == "directory":
         return tmp_path, [], "not an exported captioner"
     if kind == "decoder from another version":
@@ -541,7 +545,7 @@ def bad_checkpoint(world, tmp_path, kind):
     raise ValueError(kind)
 
 
-@pytest.mark.parametrize("kind", ["truncated", "not a checkpoint", "directory", "decoder from another version",
+@pytest.mark.parametrize("kind", ["truncated", "not a checkpoint", "text file", "directory", "decoder from another version",
                                   "tokenizer differs", "X-CLIP differs"])
 def test_inference_with_a_bad_checkpoint_is_one_line(world, cases, tmp_path, capsys, kind):
     model_path, flags, words = bad_checkpoint(world, tmp_path, kind)

@@ -60,6 +60,8 @@ def main(args) -> int:
         write_text(args.out, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     except UserError as error:
         return fail(error)
+    except OSError as error:
+        return fail(UserError(f"{args.out}: cannot write it ({error.strerror or error}); pick another --out"))
     videos = len({row["video"] for row in rows})
     print(f"{args.out}: {len(rows)} captions of {videos} videos")
     return 0
