@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from types import SimpleNamespace
 
+from common import count, split_share
 from readers import (SPLIT_NAMES, DatasetError, VideoCaptions, finish, video_sort_key,  # noqa: F401 (re-exported)
                      videos_not_on_disk)
 from readers import captions as captions_file
@@ -43,10 +44,11 @@ def add_data_arguments(parser, data_dir="data") -> None:
     parser.add_argument("--annotations", default=None,
                         help="--dataset captions: a .jsonl ({video, caption, split?} per line) or .csv with a "
                              "header video,caption[,split]; video paths relative to the file")
-    parser.add_argument("--split_fractions", type=float, nargs=3, default=(0.8, 0.1, 0.1),
+    parser.add_argument("--split_fractions", type=split_share, nargs=3,
+                        default=tuple(captions_file.DEFAULT_SPLIT["fractions"]),
                         metavar=("TRAIN", "VAL", "TEST"),
                         help="--dataset captions without a split column: fractions of the videos per split")
-    parser.add_argument("--split_seed", type=int, default=0,
+    parser.add_argument("--split_seed", type=count, default=captions_file.DEFAULT_SPLIT["seed"],
                         help="--dataset captions without a split column: seed of the random split by video")
 
 

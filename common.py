@@ -8,6 +8,7 @@ answers before torch is loaded).
 import glob
 import json
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -73,6 +74,21 @@ def write_json(path, payload, indent=2) -> Path:
     return write_text(path, json.dumps(payload, indent=indent, ensure_ascii=False) + "\n")
 
 
+def check_writable(path, flag: str) -> None:
+    """UserError now, before the long work, when an output file cannot be written later: a folder stands in its
+    place, or its folder cannot be made or written."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag} {path}: is a folder; pass a file path")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"{flag} {path}: cannot make its folder ({one_line(error)}); pass a writable path") from None
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"{flag} {path}: {folder} is not writable; pass a writable path")
+
+
 def save_array(path, array) -> Path:
     """np.save atomically (the one writer of .npy files: cache entries and --save)."""
     import numpy as np  # numpy is light, but common.py keeps its imports to the standard library
@@ -96,10 +112,70 @@ def expand_video_paths(specs) -> list:
             videos = sorted(path for path in Path(spec).iterdir() if is_video_file(path))
             paths += videos or [Path(spec)]
         elif glob.has_magic(spec) and not os.path.exists(spec):
-            paths += sorted(Path(path) for path in glob.glob(spec, recursive=True))
+            paths += sorted(Path(path) for path in glob.glob(spec, recursive=True)) or [Path(spec)]
         else:
             paths.append(Path(spec))
     return paths
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1 (batch sizes, beams, epochs, layer sizes)."""
+    return bounded(int, text, low=1)
+
+
+def count(text: str) -> int:
+    """argparse type: an integer of at least 0 (workers, patience, warm-up steps)."""
+    return bounded(int, text, low=0)
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number above 0 (learning rates, temperatures, length penalties)."""
+    return bounded(float, text, low=0.0, open_low=True)
+
+
+def non_negative(text: str) -> float:
+    """argparse type: a finite number of at least 0 (0 often turns a feature off: --grad_clip, --segment_seconds)."""
+    return bounded(float, text, low=0.0)
+
+
+def share(text: str) -> float:
+    """argparse type: a number above 0 and at most 1 (--top_p)."""
+    return bounded(float, text, low=0.0, high=1.0, open_low=True)
+
+
+def split_share(text: str) -> float:
+    """argparse type: a split's share of the videos, from 0 to 1."""
+    return bounded(float, text, low=0.0, high=1.0)
+
+
+def frame_count(text: str) -> int:
+    """argparse type: frames to sample from a video, 1 to 1024 (X-CLIP takes 8 or 16)."""
+    return bounded(int, text, low=1, high=1024)
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number from 0 up to (not including) 1 (dropout, label smoothing, a split's share)."""
+    return bounded(float, text, low=0.0, high=1.0, open_high=True)
+
+
+def bounded(kind, text, low=None, high=None, open_low=False, open_high=False):
+    """text as kind, or argparse's error (usage, one line naming the flag, exit 2) when it is out of range."""
+    import argparse
+    import math
+
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    too_low = low is not None and (value <= low if open_low else value < low)
+    too_high = high is not None and (value >= high if open_high else value > high)
+    if too_low or too_high or (kind is float and not math.isfinite(value)):
+        limits = [f"{'above' if open_low else 'at least'} {low:g}" if low is not None else "",
+                  f"{'below' if open_high else 'at most'} {high:g}" if high is not None else ""]
+        what = "an integer" if kind is int else "a finite number"
+        raise argparse.ArgumentTypeError(f"{text} is out of range: pass {what} "
+                                         f"{' and '.join(limit for limit in limits if limit)}")
+    return value
 
 
 def resolve_device(name: str) -> str:
@@ -108,6 +184,8 @@ def resolve_device(name: str) -> str:
 
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", str(name)):
+        raise UserError(f"--device {name}: pass auto, cpu, cuda or cuda:N")
     if str(name).startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {name}: no CUDA device is available here; use --device cpu or auto")
     return name

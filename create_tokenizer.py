@@ -16,7 +16,7 @@ from pathlib import Path
 import sentencepiece as spm
 
 from annotations import add_data_arguments, load_dataset, normalize_caption
-from common import UserError, fail
+from common import UserError, fail, one_line, positive_int
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
@@ -41,6 +41,8 @@ def train_tokenizer(captions, out_prefix, vocab_size=10000):
     if not sentences:
         raise ValueError("no captions to train the tokenizer on")
     out_prefix = Path(out_prefix)
+    if out_prefix.is_dir():  # a folder given: the files go inside it
+        out_prefix = out_prefix / "tokenizer"
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
     # Train under a temporary prefix and rename, so a failed run never leaves a half-written tokenizer.
     temp_prefix = out_prefix.with_name(f".{out_prefix.name}.tmp{os.getpid()}")
@@ -59,6 +61,8 @@ def train_tokenizer(captions, out_prefix, vocab_size=10000):
             elif too_low:
                 raise ValueError(f"vocab_size {vocab_size} is too small for these captions: it needs at least "
                                  f"{too_low.group(1)} (special ids, 256 byte pieces and every character)") from None
+            elif "insert_id" in str(error):  # fewer pieces than the four special ids
+                raise ValueError(f"vocab_size {vocab_size} is too small: pass at least a few hundred") from None
             else:
                 raise ValueError(f"sentencepiece failed: {str(error).splitlines()[0]}") from None
         model_path = Path(f"{out_prefix}.model")
@@ -79,11 +83,12 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_arguments(parser)
-    parser.add_argument("--vocab_size", type=int, default=10000,
+    parser.add_argument("--vocab_size", type=positive_int, default=10000,
                         help="sentencepiece vocabulary size; lowered with a note if the corpus is too small "
                              "(default: 10000)")
     parser.add_argument("--out_prefix", default="tokenizer",
-                        help="writes OUT_PREFIX.model and OUT_PREFIX.vocab (default: tokenizer)")
+                        help="writes OUT_PREFIX.model and OUT_PREFIX.vocab; given a folder, FOLDER/tokenizer.model "
+                             "(default: tokenizer)")
     return parser.parse_args(argv)
 
 
@@ -95,6 +100,8 @@ def main(args) -> int:
         model_path = train_tokenizer(captions, args.out_prefix, args.vocab_size)
     except (UserError, ValueError) as error:
         return fail(error)
+    except OSError as error:
+        return fail(f"{error.filename or args.out_prefix}: {one_line(error)}; pass a writable --out_prefix")
     size = spm.SentencePieceProcessor(model_file=str(model_path)).get_piece_size()
     print(f"{model_path}: {size} pieces from {len(captions)} training captions")
     return 0

@@ -29,6 +29,8 @@ def read_log(path) -> list:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as error:
         raise UserError(f"{path}: cannot read ({one_line(error)}); pass the log.jsonl that train.py writes") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not text; pass the log.jsonl that train.py writes") from None
     records = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():

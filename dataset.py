@@ -18,6 +18,7 @@ import itertools
 import json
 import math
 import os
+import signal
 import struct
 import sys
 import time
@@ -31,7 +32,7 @@ import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from annotations import add_data_arguments, dataset_summary, load_dataset, videos_not_on_disk
-from common import UserError, fail, one_line, save_array
+from common import UserError, count, fail, frame_count, one_line, positive_int, save_array
 
 
 class VideoError(UserError):
@@ -461,9 +462,11 @@ decoders_at_once = 1  # decoders running at once in this process's group: DataLo
 
 
 def share_cores(decoders: int, *_) -> None:
-    """A DataLoader worker_init_fn: this process is one of `decoders` decoding at once, sharing the cores."""
+    """A DataLoader worker_init_fn: this process is one of `decoders` decoding at once, sharing the cores. It leaves
+    Ctrl-C to the main process, which stops the workers and prints one line instead of a traceback per worker."""
     global decoders_at_once
     decoders_at_once = max(1, int(decoders))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def decoder_threading(width: int, height: int) -> tuple:
@@ -696,11 +699,11 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--video_path", default=None, help="sample frames from this video and report what was read")
     add_data_arguments(parser, data_dir=None)
-    parser.add_argument("--num_frames", type=int, default=16, help="frames to sample from --video_path")
-    parser.add_argument("--image_size", type=int, default=224,
+    parser.add_argument("--num_frames", type=frame_count, default=16, help="frames to sample from --video_path")
+    parser.add_argument("--image_size", type=positive_int, default=224,
                         help="centre-crop size; the shortest edge is resized to it first (X-CLIP: 224)")
     parser.add_argument("--jitter", action="store_true", help="a random frame per segment instead of the middle one")
-    parser.add_argument("--seed", type=int, default=None, help="seed for --jitter (default: unseeded)")
+    parser.add_argument("--seed", type=count, default=None, help="seed for --jitter (default: unseeded)")
     parser.add_argument("--save", default=None, help="write the sampled (F, 3, S, S) float32 frames to this .npy")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)

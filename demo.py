@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import UserError, expand_video_paths, fail, is_video_file, write_text
+from common import UserError, expand_video_paths, fail, is_video_file, non_negative, positive_int, write_text
 from inference import caption_segments, caption_video, format_srt, format_timestamp, format_vtt, load_captioner
 
 # gradio is imported inside build_page: it is an optional extra, and `demo.py --help` or a missing install
@@ -27,7 +27,8 @@ GRADIO_MISSING = ("demo.py: the gradio package is not installed; pip install -r 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model_path", default="models/best.pt", help="a .pt from train.py, a folder from export.py, or a Hub repo id (user/name)")
+    parser.add_argument("--model_path", default="models/best.pt",
+                        help="a .pt from train.py, a folder from export.py, or a Hub repo id (user/name)")
     parser.add_argument("--tokenizer_path", default=None,
                         help="only to check against the checkpoint's own tokenizer (it is stored inside)")
     parser.add_argument("--xclip_model", default=None,
@@ -35,12 +36,13 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where to run")
     parser.add_argument("--examples", nargs="*", default=[],
                         help="videos offered as examples under the upload box: files, folders or glob patterns")
-    parser.add_argument("--num_captions", type=int, default=3, help="captions shown per video: the best beams")
-    parser.add_argument("--beam_size", type=int, default=5, help="beam width (raised to --num_captions if smaller)")
-    parser.add_argument("--length_penalty", type=float, default=1.0,
+    parser.add_argument("--num_captions", type=positive_int, default=3, help="captions shown per video: the best beams")
+    parser.add_argument("--beam_size", type=positive_int, default=5,
+                        help="beam width (raised to --num_captions if smaller)")
+    parser.add_argument("--length_penalty", type=non_negative, default=1.0,
                         help="beams are ranked by log-probability / length ** this (0 = no length normalisation)")
-    parser.add_argument("--max_len", type=int, default=30, help="max caption length in tokens")
-    parser.add_argument("--segment_seconds", type=float, default=5.0,
+    parser.add_argument("--max_len", type=positive_int, default=30, help="max caption length in tokens")
+    parser.add_argument("--segment_seconds", type=non_negative, default=5.0,
                         help="a video longer than this also gets a caption for each window of this many seconds "
                              "(0 = never)")
     parser.add_argument("--host", default="127.0.0.1",

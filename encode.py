@@ -33,8 +33,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from annotations import add_data_arguments, load_dataset
-from common import DEFAULT_XCLIP, UserError, expand_video_paths, fail, resolve_device, save_array, write_text
+from annotations import SPLIT_NAMES, add_data_arguments, load_dataset
+from common import (DEFAULT_XCLIP, UserError, count, expand_video_paths, fail, one_line, positive_int, resolve_device,
+                    save_array, write_text)
 from dataset import (VIEW_SEED, XCLIP_MEAN, XCLIP_STD, Preprocess, VideoClips, VideoError, collate_clips,
                      share_cores)
 from model import XClipEncoder
@@ -263,6 +264,8 @@ class LatentCache:
         if (shape is not None and entry.shape != shape) or entry.dtype != np.float32:
             raise CacheError(f"{path}: holds a {entry.dtype} array of shape {entry.shape}, not this cache's "
                              f"{shape} float32 {what}; delete it and run encode.py again")
+        if not np.isfinite(entry).all():
+            raise CacheError(f"{path}: holds NaN or infinite values; delete it and run encode.py again")
         return entry
 
 
@@ -441,7 +444,11 @@ def load_feature_file(path: Path) -> np.ndarray:
     if features.ndim not in (1, 2) or features.size == 0 or not np.issubdtype(features.dtype, np.number):
         raise CacheError(f"{path}: holds a {features.dtype} array of shape {features.shape}; a feature file is one "
                          f"video's (D,) vector or (T, D) per-frame features")
-    return features.astype(np.float32)
+    features = features.astype(np.float32)
+    if not np.isfinite(features).all():
+        raise CacheError(f"{path}: holds {np.size(features) - np.isfinite(features).sum()} NaN or infinite values; "
+                         "export it again, or move it out of the folder to leave the video out")
+    return features
 
 
 def split_features(dataset, splits, folder, frame_features=False) -> tuple:
@@ -463,8 +470,11 @@ def split_features(dataset, splits, folder, frame_features=False) -> tuple:
                       f"({', '.join(missing[:5])}); left out", stacklevel=2)
     first_id, first = next(iter(present.items()))
     for video_id, features in present.items():
+        if frame_features and features.ndim != 2:
+            raise CacheError(f"{feature_file(folder, video_id)}: shape {features.shape}, one vector per video; the "
+                             "attention decoder needs (T, D) per-frame features: use --decoder pooled")
         wrong_shape = features.shape[-1] != first.shape[-1] or (frame_features and features.shape != first.shape)
-        if wrong_shape or (frame_features and features.ndim != 2):
+        if wrong_shape:
             raise CacheError(f"{feature_file(folder, video_id)}: shape {features.shape}, but "
                              f"{feature_file(folder, first_id).name} has {first.shape}; "
                              + ("the attention decoder needs (T, D) files of one T" if frame_features
@@ -495,7 +505,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_data_arguments(parser)
-    parser.add_argument("--splits", nargs="+", default=["train", "val", "test"], help="splits to encode")
+    parser.add_argument("--splits", nargs="+", default=list(SPLIT_NAMES), choices=SPLIT_NAMES,
+                        help="splits to encode")
     parser.add_argument("--video_path", "--videos", nargs="+", dest="video_path",
                         help="encode these files, folders or globs instead of a dataset "
                              "(video id = file name without extension)")
@@ -503,23 +514,25 @@ def parse_args(argv=None):
     parser.add_argument("--cache_dir", default="cache", help="where latent caches live")
     parser.add_argument("--encode_dtype", default="fp32", choices=["fp32", "bf16"],
                         help="encoder precision; bf16 also prints its cosine similarity to fp32")
-    parser.add_argument("--views", type=int, default=1,
+    parser.add_argument("--views", type=positive_int, default=1,
                         help="samplings per video: 1 = the middle frame of each segment; K > 1 = K jittered "
                              "samplings, cached together as (K, D) in a cache named jitKs0")
     parser.add_argument("--frames", action="store_true",
                         help="also cache the per-frame features (F, D) that train.py --decoder attention reads")
-    parser.add_argument("--batch_size", type=int, default=8, help="videos per encoder batch")
-    parser.add_argument("--num_workers", type=int, default=2, help="DataLoader workers decoding videos (0 = in process)")
+    parser.add_argument("--batch_size", type=positive_int, default=8, help="videos per encoder batch")
+    parser.add_argument("--num_workers", type=count, default=2, help="DataLoader workers decoding videos (0 = in process)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--strict", action="store_true", help="stop at the first broken video")
-    parser.add_argument("--shard", type=int, default=0,
+    parser.add_argument("--shard", type=count, default=0,
                         help="encode only shard K of --num_shards (a cluster job array); under torchrun each "
                              "rank further takes its slice; all shards fill the same cache")
-    parser.add_argument("--num_shards", type=int, default=1, help="number of shards the videos are split into")
+    parser.add_argument("--num_shards", type=positive_int, default=1, help="number of shards the videos are split into")
     return parser.parse_args(argv)
 
 
 def main(args) -> int:
+    if args.shard >= args.num_shards:
+        return fail(f"--shard {args.shard}: pass 0 to {args.num_shards - 1} (shards are numbered from 0)")
     try:
         items = items_for(args)
         encoder, reference = load_encoder(args.xclip_model, args.encode_dtype, resolve_device(args.device))
@@ -530,10 +543,15 @@ def main(args) -> int:
                                 num_shards=num_shards, reference_encoder=reference)
     except UserError as error:
         return fail(error)
+    except OSError as error:  # a cache folder that cannot be made or written, a disk that fills up
+        return fail(f"{error.filename or args.cache_dir}: {one_line(error)}; check --cache_dir and free space")
+    except KeyboardInterrupt:
+        fail("interrupted; every finished entry is kept: run the same command again to encode the rest")
+        return 130
     for vid, error in summary["failed"]:
         print(f"failed: {error}", file=sys.stderr)
     print(format_summary(summary, cache))
-    return 0
+    return 2 if summary["failed"] and len(summary["failed"]) == summary["total"] else 0
 
 
 if __name__ == "__main__":

@@ -40,7 +40,8 @@ from pycocoevalcap.tokenizer import ptbtokenizer
 
 from annotations import add_data_arguments, load_dataset
 from checkpoint import decoder_from_checkpoint, encoder_from_checkpoint, load_checkpoint, tokenizer_from_checkpoint
-from common import UserError, fail, one_line, resolve_device, write_json, write_text
+from common import (UserError, check_writable, count, fail, non_negative, one_line, positive_int, resolve_device,
+                    write_json, write_text)
 from diagnostics import caption_diagnostics, collapse_warning, format_diagnostics, format_report
 from encode import split_features, split_latents
 from model import caption_features
@@ -215,10 +216,12 @@ def score_captions_per_video(predictions: dict, references: dict, java: bool | N
             raise ValueError(f"references[{caption_id!r}] must be a non-empty list of strings")
         if not isinstance(predictions[caption_id], str):
             raise ValueError(f"predictions[{caption_id!r}] must be a string")
+    turned_off = java is False
     if java is None:
         java = java_available()
     if not java and meteor and not _warned_no_java:
-        warnings.warn("METEOR skipped: Java not found (BLEU/ROUGE_L/CIDEr use a Python PTB-style tokenizer)",
+        reason = "--java no" if turned_off else "Java not found"
+        warnings.warn(f"METEOR skipped: {reason} (BLEU/ROUGE_L/CIDEr use a Python PTB-style tokenizer)",
                       RuntimeWarning, stacklevel=2)
         _warned_no_java = True
 
@@ -259,7 +262,7 @@ def format_table(metrics: dict) -> str:
 def read_caption_lines(path: str) -> list[str]:
     """One caption per line (trailing newline optional); raises UserError when the file is unreadable."""
     try:
-        with open(path, encoding="utf-8") as caption_file:
+        with open(path, encoding="utf-8-sig") as caption_file:  # -sig: a byte-order mark is not a caption's
             text = caption_file.read()  # universal newlines: "\r\n" and "\r" arrive as "\n"
     except FileNotFoundError:
         raise UserError(f"{path}: file not found; pass a text file with one caption per line")
@@ -393,14 +396,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cache_dir", default="cache", help="where the latent cache lives")
     parser.add_argument("--features", default=None,
                         help="for a checkpoint trained on precomputed features: the folder of <video_id>.npy files")
-    parser.add_argument("--views", type=int, default=1,
+    parser.add_argument("--views", type=positive_int, default=1,
                         help="caption from the mean latent of K jittered samplings per video (1 = the middle frames)")
-    parser.add_argument("--beam_size", type=int, default=5, help="beam width (1 = greedy)")
-    parser.add_argument("--length_penalty", type=float, default=1.0,
+    parser.add_argument("--beam_size", type=positive_int, default=5, help="beam width (1 = greedy)")
+    parser.add_argument("--length_penalty", type=non_negative, default=1.0,
                         help="beams are ranked by log-probability / length ** this (0 = no length normalisation)")
-    parser.add_argument("--max_len", type=int, default=30, help="max caption length in tokens")
-    parser.add_argument("--batch_size", type=int, default=256, help="videos per beam-search batch")
-    parser.add_argument("--num_workers", type=int, default=2, help="DataLoader workers decoding videos for the cache")
+    parser.add_argument("--max_len", type=positive_int, default=30, help="max caption length in tokens")
+    parser.add_argument("--batch_size", type=positive_int, default=256, help="videos per beam-search batch")
+    parser.add_argument("--num_workers", type=count, default=2, help="DataLoader workers decoding videos for the cache")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run")
     parser.add_argument("--control", default="none", choices=["none", "shuffled", "zeros"],
                         help="sanity control: shuffle latents across videos, or zero them (scores should collapse)")
@@ -444,6 +447,11 @@ def run(args) -> dict:
     java = {"auto": None, "yes": True, "no": False}[args.java]
     if java and not java_available():
         raise UserError("--java yes: no working `java` on PATH; install a Java runtime or pass --java auto")
+    for path, flag in ((args.out, "--out"), (args.report, "--report")):
+        if path:
+            check_writable(path, flag)
+    if args.model_path and (args.hyp or args.refs):
+        raise UserError("--model_path captions a split; --hyp and --refs score caption files: pass one or the other")
     if args.model_path:
         return evaluate_checkpoint(args, java=java)
     if args.hyp or args.refs:
@@ -458,6 +466,11 @@ def main(args) -> int:
         report_and_save(run(args), args.out, args.report)
     except UserError as error:
         return fail(error)
+    except OSError as error:  # a cache folder that cannot be made or written, a disk that fills up
+        return fail(f"{error.filename or args.cache_dir}: {one_line(error)}; check the path and free space")
+    except KeyboardInterrupt:
+        fail("interrupted; latents already encoded are kept in the cache for the next run")
+        return 130
     return 0
 
 

@@ -19,7 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from common import UserError, fail, write_text
+from common import (UserError, check_writable, count, fail, non_negative, positive_float, positive_int, share,
+                    write_text)
 
 # torch, transformers and the modules that import them are imported inside the functions that use them, so
 # that `inference.py --help` answers at once instead of after several seconds of imports.
@@ -36,29 +37,29 @@ def parse_args(argv=None):
     parser.add_argument("--xclip_model", default=None,
                         help="local copy of the checkpoint's X-CLIP (default: the name stored in the checkpoint)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run")
-    parser.add_argument("--beam_size", type=int, default=5, help="beam width (1 = greedy)")
-    parser.add_argument("--num_captions", type=int, default=1,
+    parser.add_argument("--beam_size", type=positive_int, default=5, help="beam width (1 = greedy)")
+    parser.add_argument("--num_captions", type=positive_int, default=1,
                         help="captions per video: the best beams (beam size raised to it if smaller), or samples")
-    parser.add_argument("--length_penalty", type=float, default=1.0,
+    parser.add_argument("--length_penalty", type=non_negative, default=1.0,
                         help="beams are ranked by log-probability / length ** this (0 = no length normalisation)")
-    parser.add_argument("--max_len", type=int, default=30, help="max caption length in tokens")
+    parser.add_argument("--max_len", type=positive_int, default=30, help="max caption length in tokens")
     parser.add_argument("--sample", action="store_true",
                         help="draw captions at random from the decoder instead of beam search")
-    parser.add_argument("--temperature", type=float, default=1.0,
+    parser.add_argument("--temperature", type=positive_float, default=1.0,
                         help="with --sample: below 1 sharper (towards greedy), above 1 more varied")
-    parser.add_argument("--top_p", type=float, default=1.0,
+    parser.add_argument("--top_p", type=share, default=1.0,
                         help="with --sample: draw from the smallest set of tokens holding this much probability")
-    parser.add_argument("--seed", type=int, default=0, help="with --sample: random seed (same seed, same captions)")
-    parser.add_argument("--views", type=int, default=1,
+    parser.add_argument("--seed", type=count, default=0, help="with --sample: random seed (same seed, same captions)")
+    parser.add_argument("--views", type=positive_int, default=1,
                         help="caption the mean latent of K jittered samplings of each video (1 = middle frames)")
-    parser.add_argument("--segment_seconds", type=float, default=0,
+    parser.add_argument("--segment_seconds", type=non_negative, default=0,
                         help="caption each window of this many seconds instead of the whole video (0 = whole video)")
     parser.add_argument("--srt", default="", help="with --segment_seconds and one video: write the segments as SRT here")
     parser.add_argument("--vtt", default="", help="with --segment_seconds and one video: write them as WebVTT here")
     parser.add_argument("--json", action="store_true", help="print one JSON object per video")
-    parser.add_argument("--batch_size", type=int, default=8,
+    parser.add_argument("--batch_size", type=positive_int, default=8,
                         help="with several videos: videos encoded and captioned together")
-    parser.add_argument("--num_workers", type=int, default=2,
+    parser.add_argument("--num_workers", type=count, default=2,
                         help="with several videos: DataLoader workers decoding them while others are encoded "
                              "(0 = in this process)")
     return parser.parse_args(argv)
@@ -351,6 +352,9 @@ def main(args) -> int:
         problem = check_args(args, len(paths))
         if problem:
             raise UserError(problem)
+        for subtitle_path, flag in ((args.srt, "--srt"), (args.vtt, "--vtt")):
+            if subtitle_path:
+                check_writable(subtitle_path, flag)
         captioner = load_captioner(args)
         for path, outcome in outcomes(paths, captioner, args):
             with tqdm.external_write_mode():
@@ -358,6 +362,10 @@ def main(args) -> int:
             bar.update()
     except UserError as error:
         return fail(error)
+    except KeyboardInterrupt:
+        bar.close()
+        fail("interrupted")
+        return 130
     finally:
         bar.close()
     return 2 if failures else 0

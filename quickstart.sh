@@ -15,7 +15,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 $python synthetic.py --num_videos ${QUICKSTART_VIDEOS:-600} --out_dir "$out/data" --tiny_xclip "$out/tiny-xclip"
 $python create_tokenizer.py --data_dir "$out/data" --vocab_size 400 --out_prefix "$out/tokenizer"
 $python train.py --data_dir "$out/data" --tokenizer_path "$out/tokenizer.model" --xclip_model "$out/tiny-xclip" \
-    --cache_dir "$out/cache" --out_dir "$out/models" --epochs ${QUICKSTART_EPOCHS:-10} --batch_size 64 --hidden_dim 256 --embed_dim 128 \
+    --cache_dir "$out/cache" --out_dir "$out/models" --overwrite --epochs ${QUICKSTART_EPOCHS:-10} --batch_size 64 --hidden_dim 256 --embed_dim 128 \
     --warmup_steps 100 --patience 0 --num_workers 2
 $python evaluate.py --model_path "$out/models/best.pt" --data_dir "$out/data" --split test \
     --xclip_model "$out/tiny-xclip" --cache_dir "$out/cache" --out "$out/results.json"

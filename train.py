@@ -22,7 +22,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,8 @@ from tqdm import tqdm
 
 from annotations import add_data_arguments, load_dataset, normalize_caption
 from checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
-from common import DEFAULT_XCLIP, UserError, fail, resolve_device, write_text
+from common import (DEFAULT_XCLIP, UserError, count, fail, fraction, non_negative, one_line, positive_float,
+                    positive_int, resolve_device, write_text)
 from curves import TENSORBOARD_MISSING, add_scalars, open_tensorboard, redraw, tensorboard_available
 from encode import load_encoder, split_features, split_latents
 from evaluate import score_captions
@@ -52,32 +53,32 @@ def parse_args(argv=None):
                       help="train on precomputed features instead of videos: a folder with one <video_id>.npy per "
                            "video, (D,) or (T, D); no X-CLIP is loaded")
     data.add_argument("--encode_dtype", default="fp32", choices=["fp32", "bf16"], help="encoder precision for the cache")
-    data.add_argument("--views", type=int, default=1,
+    data.add_argument("--views", type=positive_int, default=1,
                       help="samplings per video in the cache (1 = middle frames; K > 1 = K jittered ones, one "
                            "drawn per video each epoch, their mean used for validation)")
-    data.add_argument("--max_len", type=int, default=30, help="max caption length in tokens (EOS included)")
-    data.add_argument("--num_workers", type=int, default=2, help="DataLoader workers decoding videos for the cache")
+    data.add_argument("--max_len", type=positive_int, default=30, help="max caption length in tokens (EOS included)")
+    data.add_argument("--num_workers", type=count, default=2, help="DataLoader workers decoding videos for the cache")
     model = parser.add_argument_group("decoder")
-    model.add_argument("--embed_dim", type=int, default=256, help="token embedding size")
-    model.add_argument("--hidden_dim", type=int, default=512, help="LSTM hidden size")
-    model.add_argument("--num_layers", type=int, default=2, help="LSTM layers")
-    model.add_argument("--dropout", type=float, default=0.3, help="dropout on embeddings, between layers and outputs")
+    model.add_argument("--embed_dim", type=positive_int, default=256, help="token embedding size")
+    model.add_argument("--hidden_dim", type=positive_int, default=512, help="LSTM hidden size")
+    model.add_argument("--num_layers", type=positive_int, default=2, help="LSTM layers")
+    model.add_argument("--dropout", type=fraction, default=0.3, help="dropout on embeddings, between layers and outputs")
     model.add_argument("--latent_every_step", action="store_true", help="also feed the latent at every step")
     model.add_argument("--decoder", default="pooled", choices=["pooled", "attention"],
                        help="pooled: the video latent sets the LSTM state; attention: soft attention over the "
                             "per-frame features at every step")
-    model.add_argument("--attention_dim", type=int, default=256, help="attention hidden size (--decoder attention)")
+    model.add_argument("--attention_dim", type=positive_int, default=256, help="attention hidden size (--decoder attention)")
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--epochs", type=int, default=20, help="maximum epochs")
-    optim.add_argument("--batch_size", type=int, default=128, help="captions per batch (global, under torchrun)")
-    optim.add_argument("--learning_rate", type=float, default=1e-3, help="peak AdamW learning rate")
-    optim.add_argument("--weight_decay", type=float, default=0.01, help="AdamW weight decay")
-    optim.add_argument("--warmup_steps", type=int, default=500,
+    optim.add_argument("--epochs", type=positive_int, default=20, help="maximum epochs")
+    optim.add_argument("--batch_size", type=positive_int, default=128, help="captions per batch (global, under torchrun)")
+    optim.add_argument("--learning_rate", type=positive_float, default=1e-3, help="peak AdamW learning rate")
+    optim.add_argument("--weight_decay", type=non_negative, default=0.01, help="AdamW weight decay")
+    optim.add_argument("--warmup_steps", type=count, default=500,
                        help="linear warm-up steps, then cosine decay; capped at a tenth of all steps + 1, so that "
                             "short runs still spend most of their steps at a useful learning rate")
-    optim.add_argument("--grad_clip", type=float, default=1.0, help="max gradient norm (0 = off)")
-    optim.add_argument("--label_smoothing", type=float, default=0.1, help="label smoothing of the loss")
-    optim.add_argument("--patience", type=int, default=5, help="stop after this many epochs without a better val CIDEr (0 = never)")
+    optim.add_argument("--grad_clip", type=non_negative, default=1.0, help="max gradient norm (0 = off)")
+    optim.add_argument("--label_smoothing", type=fraction, default=0.1, help="label smoothing of the loss")
+    optim.add_argument("--patience", type=count, default=5, help="stop after this many epochs without a better val CIDEr (0 = never)")
     optim.add_argument("--length_buckets", action=argparse.BooleanOptionalAction, default=True,
                        help="batch captions of similar length together (shuffled pools of batches, sorted by length, "
                             "batches in random order), so that little of a batch is padding")
@@ -85,12 +86,14 @@ def parse_args(argv=None):
                        help="bf16 autocast of the decoder: auto = on a GPU and on CPUs with native bf16 "
                             "(AVX512-BF16 or AMX), off elsewhere")
     run = parser.add_argument_group("run")
-    run.add_argument("--beam_size", type=int, default=3, help="beam size for validation captions")
-    run.add_argument("--val_videos", type=int, default=0, help="caption only the first N val videos for CIDEr (0 = all)")
+    run.add_argument("--beam_size", type=positive_int, default=3, help="beam size for validation captions")
+    run.add_argument("--val_videos", type=count, default=0, help="caption only the first N val videos for CIDEr (0 = all)")
     run.add_argument("--out_dir", default="models", help="where last.pt, best.pt and log.jsonl go")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="training device")
-    run.add_argument("--seed", type=int, default=0, help="random seed (batches, dropout, init)")
+    run.add_argument("--seed", type=count, default=0, help="random seed (batches, dropout, init)")
     run.add_argument("--resume", action="store_true", help="continue from out_dir/last.pt")
+    run.add_argument("--overwrite", action="store_true",
+                     help="start afresh in an out_dir that holds a run (its checkpoints and log are replaced)")
     run.add_argument("--tensorboard", action="store_true",
                      help="also write the epoch scalars for TensorBoard to out_dir/tensorboard (optional extra: "
                           "pip install -r requirements-extras.txt); out_dir/curves.png is drawn either way")
@@ -146,8 +149,13 @@ def prepare_data(args, device, world_size) -> TrainingData:
     if not Path(args.tokenizer_path).is_file():
         raise UserError(f"{args.tokenizer_path}: no tokenizer; run create_tokenizer.py first")
     tokenizer_proto = Path(args.tokenizer_path).read_bytes()
-    tokenizer = spm.SentencePieceProcessor(model_proto=tokenizer_proto)
+    try:
+        tokenizer = spm.SentencePieceProcessor(model_proto=tokenizer_proto)
+    except RuntimeError:  # sentencepiece's error for bytes that are not a model
+        raise UserError(f"{args.tokenizer_path}: not a sentencepiece model; make one with create_tokenizer.py") from None
     last = Path(args.out_dir) / "last.pt"
+    if args.resume and not last.is_file():
+        raise UserError(f"{last}: nothing to resume; leave --resume out to start a run in {args.out_dir}")
     resume = load_checkpoint(last) if args.resume else None
     if resume is not None and resume["tokenizer"] != tokenizer_proto:
         raise CheckpointError(f"{args.tokenizer_path}: differs from the tokenizer of {last}")
@@ -354,8 +362,11 @@ def restore(resume, decoder, optimizer, scheduler, out_dir) -> tuple:
     if resume is None:
         return 0, -1.0, 0
     if DecoderConfig(**resume["decoder_config"]) != decoder.config:
-        raise CheckpointError(f"{out_dir / 'last.pt'}: trained with other decoder settings "
-                              f"({resume['decoder_config']}); pass the flags it was trained with, or another --out_dir")
+        ours = asdict(decoder.config)
+        differ = [f"{key} {value} (now {ours.get(key)})" for key, value in resume["decoder_config"].items()
+                  if ours.get(key) != value]
+        raise CheckpointError(f"{out_dir / 'last.pt'}: trained with other decoder settings ({', '.join(differ[:4])}); "
+                              "pass the flags it was trained with, or another --out_dir")
     decoder.load_state_dict(resume["decoder"])
     optimizer.load_state_dict(resume["optimizer"])
     scheduler.load_state_dict(resume["scheduler"])
@@ -464,6 +475,13 @@ def check_args(args):
                 "every step already")
     if args.tensorboard and not tensorboard_available():
         return TENSORBOARD_MISSING
+    out_dir = Path(args.out_dir)
+    if args.resume and args.overwrite:
+        return "--resume goes on with the run in --out_dir, --overwrite starts it again: pass one"
+    held = [name for name in ("last.pt", "best.pt", "log.jsonl") if (out_dir / name).is_file()]
+    if held and not (args.resume or args.overwrite):
+        return (f"{out_dir}: holds a run ({', '.join(held)}); pass --resume to go on with it, --overwrite to start "
+                "it again, or another --out_dir")
     return None
 
 
@@ -482,8 +500,13 @@ def main(args) -> int:
         train(args, data, build_decoder(args, data), rank, world_size, device)
     except UserError as error:
         return fail(error)
+    except OSError as error:  # a folder that cannot be made or written, a disk that fills up
+        return fail(f"{error.filename or args.out_dir}: {one_line(error)}; check the path and free space")
+    except KeyboardInterrupt:
+        fail(f"interrupted; {Path(args.out_dir) / 'last.pt'} holds the last finished epoch, if any: rerun with --resume")
+        return 130
     finally:
-        if world_size > 1:
+        if world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()
     return 0
 

@@ -204,7 +204,7 @@ def check_video_files(dataset: VideoCaptions) -> None:
     if listed and len(missing) == listed:
         example = dataset.expected_path(missing[0])
         raise DatasetError(f"{dataset.root}: none of the {listed} listed videos found (e.g. {example}); put the "
-                           f"videos there, or use precomputed features (--features DIR; check_videos=False for annotations only)")
+                           f"videos there (`python dataset.py` lists what it reads), or train on precomputed features (--features DIR)")
     if missing:
         warnings.warn(f"{dataset.root}: {len(missing)} of {listed} listed videos are not on disk "
                       f"({', '.join(missing[:5])}); left out", stacklevel=3)

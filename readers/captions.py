@@ -12,10 +12,13 @@ import csv
 import io
 import json
 import random
+import warnings
 from pathlib import Path
 
 from common import write_json
 from readers import SPLIT_NAMES, DatasetError, VideoCaptions, read_json, read_text, video_sort_key
+
+DEFAULT_SPLIT = {"seed": 0, "fractions": [0.8, 0.1, 0.1]}  # --split_seed, --split_fractions
 
 SCHEMES = ("file",)
 MARKERS = ()
@@ -105,7 +108,14 @@ def saved_or_new_split(path: Path, video_ids: list, fractions, seed: int) -> dic
         if unassigned:
             raise DatasetError(f"{split_path}: {len(unassigned)} videos of {path.name} are in no split (e.g. "
                                f"{unassigned[0]}); add them to it by hand, or delete it to draw a new split")
+        asked = {"seed": seed, "fractions": [float(share) for share in fractions]}
+        if asked != DEFAULT_SPLIT and asked != {key: saved.get(key) for key in asked}:
+            warnings.warn(f"{split_path}: this saved split is used, not --split_seed {seed} --split_fractions "
+                          f"{' '.join(f'{share:g}' for share in fractions)}; delete it to draw a new split")
         return {split: saved[split] for split in SPLIT_NAMES}
+    if sum(fractions) <= 0 or fractions[0] <= 0:
+        raise DatasetError(f"--split_fractions {' '.join(f'{share:g}' for share in fractions)}: the training "
+                           "split needs a share above 0 (e.g. 0.8 0.1 0.1)")
     splits = draw_split(video_ids, fractions, seed)
     write_json(split_path, {"annotations": path.name, "seed": seed, "fractions": list(fractions), **splits})
     return splits
@@ -122,8 +132,8 @@ def read(data_dir: Path, scheme: str, args=None) -> tuple:
     if not captions:
         raise DatasetError(f"{path}: no captions in it")
     if split_by_video is None:
-        splits = saved_or_new_split(path, list(captions), getattr(args, "split_fractions", (0.8, 0.1, 0.1)),
-                                    getattr(args, "split_seed", 0))
+        splits = saved_or_new_split(path, list(captions), getattr(args, "split_fractions", DEFAULT_SPLIT["fractions"]),
+                                    getattr(args, "split_seed", DEFAULT_SPLIT["seed"]))
         origin = str(split_file_path(path))
     else:
         splits = {split: [video_id for video_id, its in split_by_video.items() if its == split] for split in SPLIT_NAMES}

@@ -141,7 +141,7 @@ def test_no_videos_at_all_is_an_error_saying_where_it_looked(tmp_path):
         load_msrvtt(tmp_path)
     message = str(caught.value)
     assert "\n" not in message
-    assert str(root / "videos" / "all") in message and "check_videos=False" in message
+    assert str(root / "videos" / "all") in message and "--features DIR" in message
 
 
 def test_check_videos_false_checks_nothing(tmp_path):

@@ -56,7 +56,7 @@ def train_run(world, out_dir, seed, epochs, extra_flags=()):
              "--xclip_model", str(world["xclip"]), "--cache_dir", str(world["cache"]), "--out_dir", str(out_dir),
              "--epochs", str(epochs), "--batch_size", "64", "--embed_dim", "128", "--hidden_dim", "256",
              "--num_layers", "1", "--dropout", "0.2", "--warmup_steps", "50", "--learning_rate", "2e-3",
-             "--num_workers", "0", "--beam_size", "3", "--patience", "0", "--seed", str(seed), *extra_flags]
+             "--num_workers", "0", "--beam_size", "3", "--patience", "0", "--seed", str(seed), "--overwrite", *extra_flags]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if (out_dir / "best.pt").is_file() and (out_dir / "done").is_file():
