@@ -14,6 +14,7 @@ a .pt file, such a folder, or a Hugging Face Hub repo id (user/name) holding one
 dict for all three; a folder is read with safetensors and json, never unpickled, and checked strictly.
 """
 import argparse
+import hashlib
 import json
 import pickle
 import re
@@ -279,6 +280,17 @@ def decoder_from_checkpoint(checkpoint: dict) -> CaptionDecoder:
         raise CheckpointError(f"the checkpoint's decoder does not fit this repo's CaptionDecoder "
                               f"({type(error).__name__}: {str(error).splitlines()[0][:160]})") from None
     return decoder.eval()
+
+
+def checkpoint_digest(checkpoint: dict) -> str:
+    """sha256 of the decoder's weights (each tensor's name, dtype, shape and bytes, in sorted name order): the same for
+    a .pt, the folder exported from it and its Hub repo, and different for any other weights."""
+    digest = hashlib.sha256()
+    for key in sorted(checkpoint["decoder"]):
+        tensor = checkpoint["decoder"][key].detach().cpu().contiguous()
+        digest.update(f"{key}|{str(tensor.dtype).removeprefix('torch.')}|{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def tokenizer_from_checkpoint(checkpoint: dict, tokenizer_path=None) -> spm.SentencePieceProcessor:

@@ -39,7 +39,8 @@ from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer import ptbtokenizer
 
 from annotations import add_data_arguments, load_dataset
-from checkpoint import decoder_from_checkpoint, encoder_from_checkpoint, load_checkpoint, tokenizer_from_checkpoint
+from checkpoint import (checkpoint_digest, decoder_from_checkpoint, encoder_from_checkpoint, load_checkpoint,
+                        tokenizer_from_checkpoint)
 from common import (UserError, check_writable, count, fail, non_negative, one_line, positive_int, resolve_device,
                     write_json, write_text)
 from diagnostics import caption_diagnostics, collapse_warning, format_diagnostics, format_report
@@ -344,7 +345,8 @@ def split_inputs(args, checkpoint, dataset, decoder, device) -> tuple:
 
 
 def evaluate_checkpoint(args, java=None) -> dict:
-    """Caption every video of a split with a checkpoint and score it: the result dict --out writes."""
+    """Caption every video of a split with a checkpoint and score it: the result dict --out writes, with the
+    checkpoint's digest, which export.py checks before it puts the scores in a model card."""
     if args.views < 1:
         raise UserError(f"--views {args.views}: pass 1 (middle frames) or more (mean of jittered samplings)")
     device = resolve_device(args.device)
@@ -373,6 +375,7 @@ def evaluate_checkpoint(args, java=None) -> dict:
                 "scores": per_video[vid]} for vid in video_ids]
     return {"metrics": metrics, "diagnostics": caption_diagnostics(predictions, references, training_captions),
             "predictions": records, "split": args.split, "model_path": str(args.model_path),
+            "checkpoint_digest": checkpoint_digest(checkpoint),
             "control": args.control, "views": args.views,
             "decoding": {"beam_size": args.beam_size, "length_penalty": args.length_penalty, "max_len": args.max_len}}
 

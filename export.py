@@ -13,12 +13,13 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from huggingface_hub import HfApi, ModelCardData
 
-from checkpoint import (CONFIG_FILE, FOLDER_FILES, TOKENIZER_FILE, WEIGHTS_FILE, is_repo_id, load_checkpoint,
-                        save_folder, shareable_args)
+from checkpoint import (CONFIG_FILE, FOLDER_FILES, TOKENIZER_FILE, WEIGHTS_FILE, checkpoint_digest, is_repo_id,
+                        load_checkpoint, save_folder, shareable_args)
 from common import UserError, fail, one_line
 from evaluate import METRIC_NAMES
 
@@ -38,7 +39,8 @@ def parse_args(argv=None):
     parser.add_argument("--out_dir", required=True,
                         help="folder to write model.safetensors, config.json, tokenizer.model and README.md into")
     parser.add_argument("--results", default="",
-                        help="test scores for the model card: the JSON evaluate.py --out wrote for this checkpoint")
+                        help="test scores for the model card: the JSON evaluate.py --out wrote for this checkpoint "
+                             "(refused when measured on another)")
     parser.add_argument("--license", default="other",
                         help="license id for the model card (a Hub license id such as mit or apache-2.0; "
                              "'other' when the training data's terms decide)")
@@ -65,6 +67,27 @@ def read_results(path) -> dict:
         raise UserError(f"{path}: the scores of a --control {results['control']} run, not of the model; pass "
                         "the results of an evaluation without --control")
     return results
+
+
+def check_results_checkpoint(results: dict, results_path, checkpoint: dict, model_path) -> None:
+    """A UserError when the results' digest says they were measured on another checkpoint; results from before the
+    digest was recorded get a warning when they name another model_path."""
+    measured_on = results.get("model_path")
+    digest = results.get("checkpoint_digest")
+    if digest is not None and digest != checkpoint_digest(checkpoint):
+        raise UserError(f"{results_path}: measured on another checkpoint ({measured_on}), not on {model_path}; score "
+                        f"this one with evaluate.py --model_path {model_path} ... --out FILE and pass that FILE")
+    if digest is None and not same_file(measured_on, model_path):
+        warnings.warn(f"{results_path}: records no checkpoint digest (an older evaluate.py) and was measured on "
+                      f"{measured_on}, not on {model_path}; its scores may be another checkpoint's", stacklevel=2)
+
+
+def same_file(first, second) -> bool:
+    """True when two --model_path values name the same file or folder (or, when either is not there, read alike)."""
+    try:
+        return first is not None and os.path.samefile(str(first), str(second))
+    except OSError:
+        return str(first) == str(second)
 
 
 def read_log(model_path) -> list:
@@ -264,6 +287,8 @@ def main(args) -> int:
             raise UserError(f"--push_to_hub {args.push_to_hub}: not a Hub repo id; pass user/name")
         checkpoint = load_checkpoint(args.model_path)
         results = read_results(args.results) if args.results else None
+        if results:
+            check_results_checkpoint(results, args.results, checkpoint, args.model_path)
         model_id = args.push_to_hub or str(args.out_dir)
         card = model_card(checkpoint, results, read_log(args.model_path), model_id, args.license)
         try:

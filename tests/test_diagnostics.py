@@ -65,7 +65,7 @@ def test_an_unwritable_report_is_one_line(tmp_path, capsys):
     (tmp_path / "hyp.txt").write_text("a cat\n")
     (tmp_path / "ref.txt").write_text("a cat sits\n")
     args = evaluate.parse_args(["--hyp", str(tmp_path / "hyp.txt"), "--refs", str(tmp_path / "ref.txt"),
-                                "--java", "no", "--report", str(tmp_path / "no" / "such" / "report.md")])
+                                "--java", "no", "--report", str(tmp_path / "hyp.txt" / "report.md")])  # under a file
     assert evaluate.main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: ") and "report.md: cannot write" in err

@@ -20,7 +20,8 @@ import export
 import inference
 import train
 from annotations import load_msrvtt
-from checkpoint import CHECKPOINT_VERSION, CheckpointError, is_repo_id, load_checkpoint
+from checkpoint import (CHECKPOINT_VERSION, CheckpointError, checkpoint_digest, is_repo_id, load_checkpoint,
+                        save_checkpoint)
 from common import write_json
 from create_tokenizer import train_captions, train_tokenizer
 from synthetic import make_synthetic_msrvtt, make_tiny_xclip
@@ -151,6 +152,62 @@ def test_folder_and_hub_repo_score_exactly_like_the_checkpoint(world, offline_hu
     for model_path in (world["folder"], REPO_ID):
         result = evaluate.evaluate_checkpoint(eval_args(world, model_path), java=False)
         assert result["metrics"] == expected["metrics"] and result["predictions"] == expected["predictions"]
+
+
+def test_the_digest_is_the_same_from_the_checkpoint_its_folder_and_its_hub_repo(world, offline_hub):
+    loaded = {model_path: load_checkpoint(model_path) for model_path in (world["pt"], world["folder"], REPO_ID)}
+    original = loaded[world["pt"]]["decoder"]
+    for checkpoint_dict in loaded.values():
+        weights = checkpoint_dict["decoder"]
+        assert weights.keys() == original.keys()
+        for key in original:
+            assert weights[key].device.type == "cpu" and weights[key].dtype == original[key].dtype
+            assert weights[key].shape == original[key].shape
+            assert weights[key].reshape(-1).view(torch.uint8).numpy().tobytes() == \
+                original[key].reshape(-1).view(torch.uint8).numpy().tobytes(), key
+    digests = {checkpoint_digest(checkpoint_dict) for checkpoint_dict in loaded.values()}
+    assert digests == {json.loads(world["results"].read_text())["checkpoint_digest"]}
+
+
+def perturbed_checkpoint(world, path):
+    """world's checkpoint with one weight changed by 1e-3, saved at path."""
+    other = load_checkpoint(world["pt"])
+    other["decoder"] = dict(other["decoder"])
+    other["decoder"]["head.bias"] = other["decoder"]["head.bias"].clone()
+    other["decoder"]["head.bias"][0] += 1e-3
+    save_checkpoint(path, {key: value for key, value in other.items() if key != "version"})
+    assert checkpoint_digest(load_checkpoint(path)) != checkpoint_digest(load_checkpoint(world["pt"]))
+    return path
+
+
+def test_results_of_another_checkpoint_are_refused_in_one_line(world, tmp_path, capsys):
+    other = perturbed_checkpoint(world, tmp_path / "other.pt")
+    out_dir = tmp_path / "captioner"
+    capsys.readouterr()
+    assert export.main(export.parse_args(["--model_path", str(other), "--out_dir", str(out_dir),
+                                          "--results", str(world["results"])])) == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert out == "" and len(lines) == 1 and lines[0].startswith(f"error: {world['results']}: measured on another "
+                                                                  f"checkpoint ({world['pt']})"), lines
+    assert f"evaluate.py --model_path {other} ... --out FILE" in lines[0]
+    assert not out_dir.exists()
+
+
+def test_results_without_a_digest_warn_only_when_they_name_another_checkpoint(world, tmp_path, recwarn):
+    results = json.loads(world["results"].read_text())
+    del results["checkpoint_digest"]  # as evaluate.py wrote them before it recorded the digest
+    for named, warned in ((str(world["pt"]), False), (str(tmp_path / "elsewhere" / "best.pt"), True)):
+        write_json(tmp_path / "old-results.json", {**results, "model_path": named})
+        out_dir = tmp_path / f"captioner-{warned}"
+        recwarn.clear()
+        assert export.main(export.parse_args(["--model_path", str(world["pt"]), "--out_dir", str(out_dir),
+                                              "--results", str(tmp_path / "old-results.json")])) == 0
+        messages = [str(warning.message) for warning in recwarn]
+        assert messages == ([f"{tmp_path / 'old-results.json'}: records no checkpoint digest (an older evaluate.py) "
+                             f"and was measured on {named}, not on {world['pt']}; its scores may be another "
+                             "checkpoint's"] if warned else []), messages
+        assert sorted(path.name for path in out_dir.iterdir()) == sorted(export.SHARED_FILES)
 
 
 def test_repo_ids_and_paths_are_told_apart():
