@@ -81,6 +81,9 @@ def check_writable(path, flag: str) -> None:
     if path.is_dir():
         raise UserError(f"{flag} {path}: is a folder; pass a file path")
     folder = path.parent
+    existing = next((parent for parent in (folder, *folder.parents) if parent.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UserError(f"{flag} {path}: {existing} is a file, not a folder; pass a writable path")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:

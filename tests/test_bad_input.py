@@ -85,7 +85,7 @@ def test_outputs_that_cannot_be_written_are_refused_first(tmp_path):
     with pytest.raises(UserError, match="is a folder"):
         check_writable(tmp_path, "--out")
     (tmp_path / "file").write_text("")
-    with pytest.raises(UserError, match="cannot make its folder"):
+    with pytest.raises(UserError, match="file is a file, not a folder"):
         check_writable(tmp_path / "file" / "results.json", "--out")
 
 

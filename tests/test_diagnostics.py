@@ -67,5 +67,7 @@ def test_an_unwritable_report_is_one_line(tmp_path, capsys):
     args = evaluate.parse_args(["--hyp", str(tmp_path / "hyp.txt"), "--refs", str(tmp_path / "ref.txt"),
                                 "--java", "no", "--report", str(tmp_path / "hyp.txt" / "report.md")])  # under a file
     assert evaluate.main(args) == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("error: ") and "report.md: cannot write" in err
+    out, err = capsys.readouterr()
+    assert out == ""  # refused before scoring
+    err = err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and "hyp.txt is a file, not a folder" in err
