@@ -239,7 +239,7 @@ def test_resume_with_views_equals_an_unbroken_run(world, tmp_path, monkeypatch):
     assert train.main(train_args(world, broken, 3, "--views", "2", "--decoder", "attention", "--resume")) == 2
 
 
-@pytest.mark.parametrize("extra, words", [(["--views", "0"], "--views"),
+@pytest.mark.parametrize("extra, words", [(["--views", "2", "--features", "feats"], "--views"),
                                           (["--decoder", "attention", "--latent_every_step"], "latent_every_step")])
 def test_bad_flag_combinations_are_one_line(world, tmp_path, capsys, extra, words):
     assert train.main(train_args(world, tmp_path, 1, *extra)) == 2
