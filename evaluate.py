@@ -221,7 +221,7 @@ def score_captions_per_video(predictions: dict, references: dict, java: bool | N
     if java is None:
         java = java_available()
     if not java and meteor and not _warned_no_java:
-        reason = "--java no" if turned_off else "Java not found"
+        reason = "Java not used (--java no)" if turned_off else "Java not found"
         warnings.warn(f"METEOR skipped: {reason} (BLEU/ROUGE_L/CIDEr use a Python PTB-style tokenizer)",
                       RuntimeWarning, stacklevel=2)
         _warned_no_java = True

@@ -22,6 +22,7 @@ from test_datasets import load
     (train, ["--learning_rate", "nan"]), (train, ["--hidden_dim", "0"]), (train, ["--split_fractions", "-1", "1", "1"]),
     (evaluate, ["--beam_size", "0"]), (evaluate, ["--length_penalty", "inf"]), (evaluate, ["--max_len", "0"]),
     (inference, ["--num_captions", "0"]), (inference, ["--top_p", "0"]), (inference, ["--temperature", "inf"]),
+    (inference, ["--segment_seconds", "-1"]),
     (encode, ["--num_shards", "0"]), (encode, ["--num_workers", "-1"]), (encode, ["--splits", "bogus"]),
     (dataset, ["--num_frames", "100000"]), (create_tokenizer, ["--vocab_size", "0"]),
 ])

@@ -109,7 +109,7 @@ def test_java_free_path_matches_java_scores_and_omits_meteor(realdata, fresh_jav
     predictions, references = evaluate.load_line_aligned(
         str(realdata / "captions" / "hyp.txt"),
         [str(realdata / "captions" / "ref1.txt"), str(realdata / "captions" / "ref2.txt")])
-    with pytest.warns(RuntimeWarning, match="METEOR skipped: Java not found"):
+    with pytest.warns(RuntimeWarning, match=r"METEOR skipped: Java not used \(--java no\)"):
         metrics = evaluate.score_captions(predictions, references, java=False)
     assert "METEOR" not in metrics
     _assert_scores(metrics, {k: v for k, v in REALDATA_EXPECTED.items() if k != "METEOR"})
@@ -121,7 +121,7 @@ def test_java_free_single_pair_warns_once(fresh_java_warning):
         first = evaluate.score_captions(PAIR_PREDICTIONS, PAIR_REFERENCES, java=False)
         second = evaluate.score_captions(PAIR_PREDICTIONS, PAIR_REFERENCES, java=False)
     messages = [str(w.message) for w in caught if "METEOR skipped" in str(w.message)]
-    assert len(messages) == 1 and messages[0].startswith("METEOR skipped: Java not found")
+    assert len(messages) == 1 and messages[0].startswith("METEOR skipped: Java not used")
     assert first == second
     assert set(first) == {"Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr"}
     _assert_scores(first, {k: v for k, v in PAIR_EXPECTED.items() if k != "METEOR"})
@@ -132,7 +132,7 @@ def test_missing_java_is_detected(monkeypatch, fresh_java_warning, recorded_proc
     evaluate.java_available.cache_clear()
     try:
         assert evaluate.java_available() is False
-        with pytest.warns(RuntimeWarning, match="METEOR skipped"):
+        with pytest.warns(RuntimeWarning, match="METEOR skipped: Java not found"):
             metrics = evaluate.score_captions(PAIR_PREDICTIONS, PAIR_REFERENCES)
     finally:
         evaluate.java_available.cache_clear()

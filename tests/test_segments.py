@@ -129,7 +129,6 @@ def test_inference_captions_each_window_and_writes_subtitles(world, tmp_path, ca
 @pytest.mark.parametrize("flags, videos, words", [
     (["--srt", "x.srt"], 1, "--segment_seconds"),
     (["--segment_seconds", "2", "--srt", "x.srt"], 2, "one video"),
-    (["--segment_seconds", "-1"], 1, "--segment_seconds"),
     (["--segment_seconds", "2", "--views", "3"], 1, "do not go together"),
 ])
 def test_flags_that_do_not_go_together_are_one_line(world, capsys, flags, videos, words):
