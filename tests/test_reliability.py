@@ -5,6 +5,7 @@ here: clips written with PyAV, a tiny X-CLIP, a tokenizer and an untrained check
 small; tools/soak.py runs the full ones (500 clips encoded, 200 captioned, a 10-minute 320x240 clip).
 """
 import errno
+import gc
 import http.server
 import io
 import json
@@ -601,7 +602,9 @@ def test_a_folder_without_videos_is_reported_not_skipped(world, tmp_path, capsys
 
 def open_files():
     """This process's open files and pipes. Sockets and event fds are left out: a server another test left running in
-    a thread (the demo's) opens and closes them on its own time."""
+    a thread (the demo's) opens and closes them on its own time. Garbage is collected first, so that what is counted
+    is what is still referenced."""
+    gc.collect()
     kept = []
     for fd in os.listdir("/proc/self/fd"):
         try:
