@@ -1,4 +1,4 @@
-"""Reliability (issue 4): bad videos alone and among good ones, killed runs, files from strangers, memory under load.
+"""Reliability: bad videos alone and among good ones, killed runs, files from strangers, memory under load.
 
 Each case goes through what users run (inference.py, encode.py, train.py, download_dataset.py) on fixtures made
 here: clips written with PyAV, a tiny X-CLIP, a tokenizer and an untrained checkpoint (soak.prepare). The sizes are
