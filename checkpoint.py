@@ -17,7 +17,6 @@ import argparse
 import hashlib
 import json
 import pickle
-import re
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import torch
 from huggingface_hub import constants as hub_constants, snapshot_download
 from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-from common import UserError, atomic_write, fail, one_line, write_text
+from common import UserError, atomic_write, fail, is_hub_id, one_line, write_text
 from model import CaptionDecoder, DecoderConfig, XClipEncoder
 
 # The format of .pt checkpoints and of exported folders (config.json's format_version); bump it when either
@@ -38,8 +37,6 @@ REQUIRED_KEYS = ("version", "decoder_config", "decoder", "tokenizer", "encoder")
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", "tokenizer.model"
 FOLDER_FILES = (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE)
 CONFIG_KEYS = ("format_version", "decoder_config", "encoder", "tokenizer")
-# A Hub repo id as `--model_path` takes it: exactly one slash, the Hub's name characters, not a .pt file name.
-REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9_]")
 
 
 class CheckpointError(UserError):
@@ -86,7 +83,7 @@ def load_checkpoint(model_path, map_location="cpu") -> dict:
 
 def is_repo_id(text: str) -> bool:
     """True for text shaped like a Hub model id, user/name (a path that does not exist is taken for one)."""
-    return bool(REPO_ID.fullmatch(text)) and ".." not in text and not text.endswith(".pt")
+    return is_hub_id(text) and not text.endswith(".pt")
 
 
 def load_pt(path, map_location="cpu") -> dict:

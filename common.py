@@ -76,7 +76,9 @@ def write_json(path, payload, indent=2) -> Path:
 
 def check_writable(path, flag: str) -> None:
     """UserError now, before the long work, when an output file cannot be written later: a folder stands in its
-    place, or its folder cannot be made or written."""
+    place, or its folder cannot be made or written. An empty path (the output not asked for) passes."""
+    if not path:
+        return
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{flag} {path}: is a folder; pass a file path")
@@ -90,6 +92,12 @@ def check_writable(path, flag: str) -> None:
         raise UserError(f"{flag} {path}: cannot make its folder ({one_line(error)}); pass a writable path") from None
     if not os.access(folder, os.W_OK):
         raise UserError(f"{flag} {path}: {folder} is not writable; pass a writable path")
+
+
+def interrupted(what_is_kept: str) -> int:
+    """Ctrl-C: one line saying what was kept and what to rerun (no traceback), and the exit code 130."""
+    fail(f"interrupted; {what_is_kept}")
+    return 130
 
 
 def save_array(path, array) -> Path:
@@ -119,6 +127,16 @@ def expand_video_paths(specs) -> list:
         else:
             paths.append(Path(spec))
     return paths
+
+
+# A Hugging Face Hub repo id: owner/name in the Hub's name characters, or with bare_name also an owner-less name
+# (older models such as bert-base-uncased). Anything else (./x, a/b/c, /abs, ../x) is a local path.
+HUB_ID = re.compile(r"(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*")
+
+
+def is_hub_id(text, bare_name: bool = False) -> bool:
+    text = str(text)
+    return bool(HUB_ID.fullmatch(text)) and ".." not in text and (bare_name or text.count("/") == 1)
 
 
 def positive_int(text: str) -> int:

@@ -733,8 +733,6 @@ def summarise_dataset(args) -> int:
 
 def sample_video(args) -> int:
     """--video_path: sample it, print frames decoded, indices, rotation, shape, warnings; optionally --save them."""
-    if args.num_frames < 1 or args.image_size < 1:
-        raise UserError(f"--num_frames {args.num_frames}, --image_size {args.image_size}: both must be positive")
     preprocess = Preprocess(image_size=args.image_size, shortest_edge=args.image_size)
     frames, info = read_video(args.video_path, args.num_frames, preprocess, jitter=args.jitter, seed=args.seed)
     if args.save:

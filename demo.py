@@ -53,10 +53,6 @@ def parse_args(argv=None):
 
 def check_args(args):
     """None, or one line saying what is wrong with the flags."""
-    if args.num_captions < 1 or args.beam_size < 1:
-        return f"--num_captions {args.num_captions}, --beam_size {args.beam_size}: pass 1 or more"
-    if not args.segment_seconds >= 0:
-        return f"--segment_seconds {args.segment_seconds:g}: pass a window length in seconds, or 0 for none"
     missing = [str(path) for path in expand_video_paths(args.examples) if not is_video_file(path) or not path.is_file()]
     if missing:
         return f"--examples: {missing[0]} is not a video file; pass video files, folders holding videos, or globs"

@@ -34,8 +34,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from annotations import SPLIT_NAMES, add_data_arguments, load_dataset
-from common import (DEFAULT_XCLIP, UserError, count, expand_video_paths, fail, one_line, positive_int, resolve_device,
-                    save_array, write_text)
+from common import (DEFAULT_XCLIP, UserError, count, expand_video_paths, fail, interrupted, one_line, positive_int,
+                    resolve_device, save_array, write_text)
 from dataset import (VIEW_SEED, XCLIP_MEAN, XCLIP_STD, Preprocess, VideoClips, VideoError, collate_clips,
                      share_cores)
 from model import XClipEncoder
@@ -546,8 +546,7 @@ def main(args) -> int:
     except OSError as error:  # a cache folder that cannot be made or written, a disk that fills up
         return fail(f"{error.filename or args.cache_dir}: {one_line(error)}; check --cache_dir and free space")
     except KeyboardInterrupt:
-        fail("interrupted; every finished entry is kept: run the same command again to encode the rest")
-        return 130
+        return interrupted("every finished entry is kept: run the same command again to encode the rest")
     for vid, error in summary["failed"]:
         print(f"failed: {error}", file=sys.stderr)
     print(format_summary(summary, cache))

@@ -41,8 +41,8 @@ from pycocoevalcap.tokenizer import ptbtokenizer
 from annotations import add_data_arguments, load_dataset
 from checkpoint import (checkpoint_digest, decoder_from_checkpoint, encoder_from_checkpoint, load_checkpoint,
                         tokenizer_from_checkpoint)
-from common import (UserError, check_writable, count, fail, non_negative, one_line, positive_int, resolve_device,
-                    write_json, write_text)
+from common import (UserError, check_writable, count, fail, interrupted, non_negative, one_line, positive_int,
+                    resolve_device, write_json, write_text)
 from diagnostics import caption_diagnostics, collapse_warning, format_diagnostics, format_report
 from encode import split_features, split_latents
 from model import caption_features
@@ -347,8 +347,6 @@ def split_inputs(args, checkpoint, dataset, decoder, device) -> tuple:
 def evaluate_checkpoint(args, java=None) -> dict:
     """Caption every video of a split with a checkpoint and score it: the result dict --out writes, with the
     checkpoint's digest, which export.py checks before it puts the scores in a model card."""
-    if args.views < 1:
-        raise UserError(f"--views {args.views}: pass 1 (middle frames) or more (mean of jittered samplings)")
     device = resolve_device(args.device)
     checkpoint = load_checkpoint(args.model_path)
     decoder = decoder_from_checkpoint(checkpoint).to(device)
@@ -450,9 +448,8 @@ def run(args) -> dict:
     java = {"auto": None, "yes": True, "no": False}[args.java]
     if java and not java_available():
         raise UserError("--java yes: no working `java` on PATH; install a Java runtime or pass --java auto")
-    for path, flag in ((args.out, "--out"), (args.report, "--report")):
-        if path:
-            check_writable(path, flag)
+    check_writable(args.out, "--out")
+    check_writable(args.report, "--report")
     if args.model_path and (args.hyp or args.refs):
         raise UserError("--model_path captions a split; --hyp and --refs score caption files: pass one or the other")
     if args.model_path:
@@ -472,8 +469,7 @@ def main(args) -> int:
     except OSError as error:  # a cache folder that cannot be made or written, a disk that fills up
         return fail(f"{error.filename or args.cache_dir}: {one_line(error)}; check the path and free space")
     except KeyboardInterrupt:
-        fail("interrupted; latents already encoded are kept in the cache for the next run")
-        return 130
+        return interrupted("latents already encoded are kept in the cache for the next run")
     return 0
 
 

@@ -14,13 +14,12 @@ instead of searching for the most likely one.
 """
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
 
-from common import (UserError, check_writable, count, fail, non_negative, positive_float, positive_int, share,
-                    write_text)
+from common import (UserError, check_writable, count, fail, interrupted, non_negative, positive_float, positive_int,
+                    share, write_text)
 
 # torch, transformers and the modules that import them are imported inside the functions that use them, so
 # that `inference.py --help` answers at once instead of after several seconds of imports.
@@ -67,10 +66,6 @@ def parse_args(argv=None):
 
 def check_args(args, num_videos):
     """None, or one line saying which flags do not go together."""
-    if args.views < 1:
-        return f"--views {args.views}: pass 1 (middle frames) or more (mean of jittered samplings)"
-    if not math.isfinite(args.segment_seconds) or args.segment_seconds < 0:
-        return f"--segment_seconds {args.segment_seconds:g}: pass a positive window length, or 0 for whole videos"
     if args.segment_seconds and args.views > 1:
         return "--views and --segment_seconds do not go together: windows are sampled at their middle frames"
     if (args.srt or args.vtt) and not args.segment_seconds:
@@ -79,10 +74,6 @@ def check_args(args, num_videos):
         return f"--srt and --vtt take one video, got {num_videos}; run once per video"
     if args.sample and args.segment_seconds:
         return "--sample and --segment_seconds do not go together: segments are captioned by beam search"
-    if args.batch_size < 1 or args.num_workers < 0:
-        return f"--batch_size {args.batch_size}, --num_workers {args.num_workers}: pass at least 1 and 0"
-    if args.sample and not (args.temperature > 0 and 0 < args.top_p <= 1):
-        return f"--temperature {args.temperature:g}, --top_p {args.top_p:g}: pass a temperature above 0 and 0 < top_p <= 1"
     return None
 
 
@@ -352,9 +343,8 @@ def main(args) -> int:
         problem = check_args(args, len(paths))
         if problem:
             raise UserError(problem)
-        for subtitle_path, flag in ((args.srt, "--srt"), (args.vtt, "--vtt")):
-            if subtitle_path:
-                check_writable(subtitle_path, flag)
+        check_writable(args.srt, "--srt")
+        check_writable(args.vtt, "--vtt")
         captioner = load_captioner(args)
         for path, outcome in outcomes(paths, captioner, args):
             with tqdm.external_write_mode():
@@ -364,8 +354,7 @@ def main(args) -> int:
         return fail(error)
     except KeyboardInterrupt:
         bar.close()
-        fail("interrupted")
-        return 130
+        return interrupted("the captions printed so far are complete")
     finally:
         bar.close()
     return 2 if failures else 0

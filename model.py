@@ -16,7 +16,6 @@ Only nn.Modules, their config and decoding live here; files and flags belong to 
 import functools
 import hashlib
 import json
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import DEFAULT_XCLIP, UserError
+from common import DEFAULT_XCLIP, UserError, is_hub_id
 
 
 class EncoderLoadError(UserError):
@@ -59,9 +58,6 @@ def video_model_class():
     return XCLIPVideoModel
 
 
-HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")  # name or owner/name; anything else is a local path
-
-
 class XClipEncoder(nn.Module):
     """Frozen X-CLIP video tower: pixel values (B, F, 3, S, S) -> one latent per video (B, D)."""
 
@@ -73,7 +69,7 @@ class XClipEncoder(nn.Module):
 
         hf_logging.set_verbosity_error()  # the text side's weights, left unloaded, are not news
         hf_logging.disable_progress_bar()  # keep stderr to warnings and one-line errors
-        if not Path(name_or_path).is_dir() and not HUB_NAME.fullmatch(str(name_or_path)):  # a path, not there
+        if not Path(name_or_path).is_dir() and not is_hub_id(name_or_path, bare_name=True):  # a path, not there
             raise EncoderLoadError(f"{name_or_path}: no such folder; pass --xclip_model a folder written by "
                                    f"save_pretrained or a Hub name such as {DEFAULT_XCLIP}")
         try:

@@ -33,8 +33,8 @@ from tqdm import tqdm
 
 from annotations import add_data_arguments, load_dataset, normalize_caption
 from checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
-from common import (DEFAULT_XCLIP, UserError, count, fail, fraction, non_negative, one_line, positive_float,
-                    positive_int, resolve_device, write_text)
+from common import (DEFAULT_XCLIP, UserError, count, fail, fraction, interrupted, non_negative, one_line,
+                    positive_float, positive_int, resolve_device, write_text)
 from curves import TENSORBOARD_MISSING, add_scalars, open_tensorboard, redraw, tensorboard_available
 from encode import load_encoder, split_features, split_latents
 from evaluate import score_captions
@@ -466,8 +466,6 @@ def train(args, data: TrainingData, decoder, rank, world_size, device) -> None:
 
 def check_args(args):
     """None, or one line saying which flags do not go together."""
-    if args.views < 1:
-        return f"--views {args.views}: pass 1 (middle frames) or more (jittered samplings)"
     if args.features and args.views > 1:
         return "--views samples videos again; precomputed --features have one sampling: leave --views out"
     if args.decoder == "attention" and args.latent_every_step:
@@ -503,8 +501,8 @@ def main(args) -> int:
     except OSError as error:  # a folder that cannot be made or written, a disk that fills up
         return fail(f"{error.filename or args.out_dir}: {one_line(error)}; check the path and free space")
     except KeyboardInterrupt:
-        fail(f"interrupted; {Path(args.out_dir) / 'last.pt'} holds the last finished epoch, if any: rerun with --resume")
-        return 130
+        return interrupted(f"{Path(args.out_dir) / 'last.pt'} holds the last finished epoch, if any: rerun with "
+                           "--resume")
     finally:
         if world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()
