@@ -1,13 +1,16 @@
-"""Download MSRVTT.zip and unpack it into --out_dir (data/MSRVTT/...).
+"""Download a dataset into --out_dir: MSR-VTT (default), MSVD or VATEX, resumably.
 
-    python download_dataset.py --out_dir data
+    python download_dataset.py --out_dir data                        # data/MSRVTT/ (MSRVTT.zip)
+    python download_dataset.py --dataset msvd --out_dir data         # data/msvd/ (YouTubeClips.tar, captions)
+    python download_dataset.py --dataset vatex --out_dir data        # data/vatex/ (annotations, clips: yt-dlp)
 
-The download resumes from data/MSRVTT.zip.part after an interruption (HTTP Range), retries
-transient failures with backoff, checks free disk space first and the final size against the
-server's, and renames the file into place only when complete. Unpacking refuses members that would
-land outside --out_dir (../, absolute paths, drive letters) and symlinks, skips files already
-unpacked, and leaves a marker so that a finished job is not redone. Offline, synthetic.py writes a
-synthetic stand-in in the same layout.
+Files are downloaded to <name>.part, resumed after an interruption (HTTP Range), retried with backoff
+on transient failures, checked against free disk space first and the server's size at the end, and
+renamed into place only when complete. Archives (MSRVTT.zip, YouTubeClips.tar) are unpacked safely:
+members that would land outside --out_dir (../, absolute paths, drive letters), links and devices
+are refused, files already unpacked are skipped, and a marker keeps a finished job from being redone.
+VATEX clips are cut from YouTube by vatex_clips.py (see docs/datasets.md). Offline, synthetic.py
+writes a synthetic stand-in in MSR-VTT's layout.
 """
 import argparse
 import http.client
@@ -16,6 +19,7 @@ import os
 import re
 import shutil
 import sys
+import tarfile
 import time
 import urllib.error
 import urllib.parse
@@ -25,7 +29,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from common import UserError, atomic_write, fail, write_text
+from common import UserError, atomic_write, count, fail, non_negative, one_line, positive_float, positive_int, write_text
 
 DEFAULT_URL = "https://www.robots.ox.ac.uk/~maxbain/frozen-in-time/data/MSRVTT.zip"
 RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}  # worth another try; other HTTP errors are final
@@ -196,16 +200,16 @@ def receive(response, part, mode, total, offset, chunk_size, name, progress):
     received = 0
     with open(part, mode) as handle, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
                                           unit_divisor=1024, desc=name, disable=not progress) as bar:
-        try:
-            while True:
+        while True:
+            try:
                 chunk = response.read(chunk_size)
-                if not chunk:
-                    break
-                handle.write(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
-        except (http.client.HTTPException, OSError) as error:  # connection dropped mid-body
-            return received, f"{type(error).__name__}: {error}"
+            except (http.client.HTTPException, OSError) as error:  # connection dropped mid-body
+                return received, f"{type(error).__name__}: {error}"
+            if not chunk:
+                break
+            handle.write(chunk)  # a full disk is not the connection's fault: raised, not retried
+            received += len(chunk)
+            bar.update(len(chunk))
     return received, "connection closed early"
 
 
@@ -213,7 +217,12 @@ def member_problem(info):
     """Why a zip member must not be unpacked ('symlink', 'absolute path', ...), or None when it is safe."""
     if ((info.external_attr >> 16) & 0o170000) == 0o120000:
         return "symlink"
-    name = info.filename.replace("\\", "/")
+    return name_problem(info.filename)
+
+
+def name_problem(name):
+    """Why an archive member's name must not be unpacked (absolute, '..', empty), or None when it is safe."""
+    name = name.replace("\\", "/")
     if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
         return "absolute path"
     parts = name.split("/")
@@ -257,10 +266,7 @@ def extract_zip(zip_path, out_dir, progress=True):
                   disable=not progress) as bar:
             for info, dest in todo:
                 extract_member(archive, info, dest, bar, zip_path)
-    if refused:
-        shown = ", ".join(f"{name} ({why})" for name, why in refused[:3])
-        more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
-        print(f"warning: {zip_path}: refused {len(refused)} unsafe member(s): {shown}{more}", file=sys.stderr)
+    report_refused(zip_path, refused)
     write_text(marker, json.dumps({**stamp, "members": len(todo) + skipped, "refused": len(refused)}))
     return {"extracted": len([1 for info, _ in todo if not info.is_dir()]), "skipped": skipped, "refused": refused}
 
@@ -302,22 +308,301 @@ def extract_member(archive, info, dest, bar, zip_path):
                             f"delete the zip and run again") from None
 
 
+def tar_member_problem(member, target_root):
+    """Why a tar member must not be unpacked (a link, a device, an unsafe name), or None when it is safe.
+    Where Python has it, tarfile's "data" filter must pass the member too."""
+    if member.issym() or member.islnk():
+        return "link"
+    if member.ischr() or member.isblk() or member.isfifo():
+        return "device or pipe"
+    if not (member.isfile() or member.isdir()):
+        return "not a regular file or folder"
+    problem = name_problem(member.name)
+    if problem is None and hasattr(tarfile, "data_filter"):
+        try:
+            tarfile.data_filter(member, str(target_root))
+        except tarfile.FilterError as error:
+            problem = type(error).__name__
+    return problem
+
+
+def extract_tar(tar_path, out_dir, progress=True):
+    """Unpack tar_path into out_dir as extract_zip does a zip: only regular files and folders, none outside
+    out_dir (links, devices, absolute paths and '..' are refused and listed), each file written to a temporary
+    name and renamed, files already there with the right size skipped, a marker once complete."""
+    tar_path, out_dir = Path(tar_path), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    marker = extraction_marker(tar_path, out_dir)
+    stamp = {"zip": tar_path.name, "size": tar_path.stat().st_size}
+    try:
+        if marker.is_file() and {k: v for k, v in json.loads(marker.read_text()).items() if k in stamp} == stamp:
+            return {"extracted": 0, "skipped": "all", "refused": []}
+    except ValueError:
+        pass  # an unreadable marker: extract again (files already there are skipped)
+    try:
+        archive = tarfile.open(tar_path, "r:*")
+    except (tarfile.TarError, OSError) as error:
+        raise DownloadError(f"{tar_path}: not a readable tar archive ({one_line(error)}); delete it and "
+                            f"run again, or check the address") from None
+    target_root = out_dir.resolve()
+    todo, refused, skipped = [], [], 0
+    with archive:
+        try:
+            members = archive.getmembers()
+        except (tarfile.TarError, OSError) as error:
+            raise DownloadError(f"{tar_path}: damaged tar archive ({one_line(error)}); delete it and "
+                                f"run again") from None
+        for member in members:
+            problem = tar_member_problem(member, target_root)
+            dest = (target_root / member.name).resolve()  # follows symlinks already on disk
+            if problem is None and dest != target_root and target_root not in dest.parents:
+                problem = "path escapes the target folder"
+            if problem:
+                refused.append((member.name, problem))
+            elif member.isfile() and dest.is_file() and dest.stat().st_size == member.size:
+                skipped += 1
+            else:
+                todo.append((member, dest))
+        needed = sum(member.size for member, _ in todo)
+        check_free_space(out_dir, needed, f"unpacking {tar_path.name}")
+        with tqdm(total=needed, unit="B", unit_scale=True, unit_divisor=1024, desc=f"unpack {tar_path.name}",
+                  disable=not progress) as bar:
+            for member, dest in todo:
+                if member.isdir():
+                    dest.mkdir(parents=True, exist_ok=True)
+                    continue
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                source = archive.extractfile(member)
+
+                def copy(target):
+                    while block := source.read(CHUNK_SIZE):
+                        target.write(block)
+                        bar.update(len(block))
+
+                try:
+                    atomic_write(dest, copy)
+                except tarfile.TarError as error:
+                    raise DownloadError(f"{tar_path}: member {member.name} is damaged ({one_line(error)}); "
+                                        f"delete the archive and run again") from None
+    report_refused(tar_path, refused)
+    write_text(marker, json.dumps({**stamp, "members": len(todo) + skipped, "refused": len(refused)}))
+    return {"extracted": len([1 for member, _ in todo if member.isfile()]), "skipped": skipped, "refused": refused}
+
+
+def report_refused(archive_path, refused):
+    """One warning line listing the members that were not unpacked."""
+    if refused:
+        shown = ", ".join(f"{name} ({why})" for name, why in refused[:3])
+        more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
+        print(f"warning: {archive_path}: refused {len(refused)} unsafe member(s): {shown}{more}", file=sys.stderr)
+
+
 def zip_name_from_url(url):
     """The file name the URL points at ('MSRVTT.zip' when it names none)."""
     name = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
     return name or "MSRVTT.zip"
 
 
+MSVD_CLIPS_URL = "https://www.cs.utexas.edu/users/ml/clamp/videoDescription/YouTubeClips.tar"
+MSVD_CAPTIONS_URL = "https://www.cs.utexas.edu/users/ml/clamp/videoDescription/AllVideoDescriptions.txt"
+MSVD_MAPPING_URL = "https://raw.githubusercontent.com/yaoli/arctic-capgen-vid/master/youtube_mapping.txt"
+VATEX_URL = "https://eric-xw.github.io/vatex-website/data/"
+VATEX_FILES = {"training": "vatex_training_v1.0.json", "validation": "vatex_validation_v1.0.json",
+               "public_test": "vatex_public_test_english_v1.1.json"}
+
+
+def fetch_file(address, dest, args, extra_space_factor=0.0):
+    """dest from address: a local file is copied (atomically), anything else downloaded (resumably). An existing
+    dest counts as complete. Returns dest."""
+    dest = Path(dest)
+    local = Path(address).expanduser()
+    if "://" not in address and local.is_file():
+        if not dest.is_file():
+            check_free_space(dest.parent, local.stat().st_size * (1 + extra_space_factor), f"copying {local.name}")
+            with open(local, "rb") as source:
+                atomic_write(dest, lambda target: shutil.copyfileobj(source, target, CHUNK_SIZE))
+        return dest
+    if "://" not in address:
+        raise DownloadError(f"{address}: no such file, and not a URL; pass a URL or a local copy")
+    return download(address, dest, retries=args.retries, timeout=args.timeout, backoff=args.backoff,
+                    extra_space_factor=extra_space_factor, progress=not args.quiet)
+
+
+def prepare_out_dir(folder) -> Path:
+    """Make folder (and its parents); DownloadError when that fails or it cannot be written to."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DownloadError(f"--out_dir {folder}: cannot make it ({one_line(error)}); pass a writable folder") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DownloadError(f"--out_dir {folder}: not writable; pass a writable folder")
+    return folder
+
+
+def download_msrvtt(args) -> int:
+    """MSRVTT.zip into --out_dir/MSRVTT/ (unpacked, the zip deleted unless --keep_zip)."""
+    out_dir = prepare_out_dir(args.out_dir)
+    zip_path = out_dir / zip_name_from_url(args.url)
+    if not args.no_extract and extraction_marker(zip_path, out_dir).is_file() and not zip_path.exists():
+        print(f"{zip_path.name} already unpacked in {out_dir} (delete {extraction_marker(zip_path, out_dir)} "
+              f"to redo)")
+        return 0
+    fetch_file(args.url, zip_path, args, extra_space_factor=0.0 if args.no_extract else 1.0)
+    print(f"downloaded {zip_path} ({gigabytes(zip_path.stat().st_size)})")
+    if args.no_extract:
+        return 0
+    summary = extract_zip(zip_path, out_dir, progress=not args.quiet)
+    report_unpacked(zip_path, out_dir, summary)
+    if not args.keep_zip:
+        zip_path.unlink()
+    return 0
+
+
+def report_unpacked(archive_path, out_dir, summary):
+    if summary["skipped"] == "all":
+        print(f"{archive_path.name} already unpacked in {out_dir}")
+    else:
+        print(f"unpacked {summary['extracted']} files into {out_dir} ({summary['skipped']} already there)")
+
+
+def download_msvd(args) -> int:
+    """--out_dir/msvd/: YouTubeClips/ (from YouTubeClips.tar), AllVideoDescriptions.txt and youtube_mapping.txt
+    (the standard split): what `--dataset msvd --data_dir <out_dir>/msvd` reads."""
+    msvd = prepare_out_dir(Path(args.out_dir) / "msvd")
+    for address in (args.msvd_captions_url, args.msvd_mapping_url):
+        path = fetch_file(address, msvd / file_name(address), args)
+        print(f"have {path}")
+    local_tar = Path(args.msvd_clips_url).expanduser()
+    is_local = "://" not in args.msvd_clips_url and local_tar.is_file()
+    tar_path = local_tar if is_local else msvd / file_name(args.msvd_clips_url)
+    marker = extraction_marker(tar_path, msvd)
+    if not args.no_extract and marker.is_file() and not tar_path.exists():
+        print(f"{tar_path.name} already unpacked in {msvd} (delete {marker} to redo)")
+        return 0
+    if not is_local:
+        fetch_file(args.msvd_clips_url, tar_path, args, extra_space_factor=0.0 if args.no_extract else 1.0)
+        print(f"downloaded {tar_path} ({gigabytes(tar_path.stat().st_size)})")
+    if args.no_extract:
+        return 0
+    summary = extract_tar(tar_path, msvd, progress=not args.quiet)
+    report_unpacked(tar_path, msvd, summary)
+    if not args.keep_zip and not is_local:
+        tar_path.unlink()
+    print(f"MSVD is in {msvd}: python dataset.py --dataset msvd --data_dir {msvd}")
+    return 0
+
+
+def vatex_video_ids(path, part) -> list:
+    """The videoIDs of one official VATEX file, in file order; DownloadError when it is not one."""
+    try:
+        entries = json.loads(Path(path).read_bytes())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise DownloadError(f"{path}: not valid JSON ({one_line(error)}); delete it and run again, or check "
+                            f"--vatex_url") from None
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) and isinstance(entry.get("videoID"), str)
+                                                for entry in entries):
+        raise DownloadError(f"{path}: not VATEX's {part} file (a JSON list of {{videoID, enCap}}); delete it and "
+                            f"run again, or check --vatex_url")
+    return [entry["videoID"] for entry in entries]
+
+
+def download_vatex(args) -> int:
+    """--out_dir/vatex/: the official annotation files, then <videoID>.mp4 for each clip of --split."""
+    import vatex_clips  # imports PyAV: only for VATEX
+
+    vatex_clips.yt_dlp_or_error()
+    vatex = prepare_out_dir(Path(args.out_dir) / "vatex")
+    video_ids = []
+    for part, name in VATEX_FILES.items():
+        address = vatex_address(args.vatex_url, name)
+        path = fetch_file(address, vatex / name, args)
+        ids = vatex_video_ids(path, part)
+        if args.split in ("all", part):
+            video_ids += ids
+    video_ids = list(dict.fromkeys(video_ids))
+    if args.limit:
+        video_ids = video_ids[:args.limit]
+    settings = vatex_clips.Settings(out_dir=vatex, youtube_url=args.youtube_url, max_height=args.max_height,
+                                    retries=args.retries, backoff=args.backoff, timeout=args.timeout,
+                                    fetch_window=not args.whole_videos)
+    counts = vatex_clips.download_clips(video_ids, settings, workers=args.workers, retry_failed=args.retry_failed,
+                                        progress=not args.quiet)
+    print(f"vatex clips: {counts['done']} done, {counts['present']} already there, {counts['failed']} failed "
+          f"(gone), {counts['transient']} failed transiently (run again to retry), {counts['known_failed']} "
+          f"skipped as failed before (--retry_failed asks again); failures in {vatex / vatex_clips.FAILURES}")
+    print(f"VATEX is in {vatex}: python dataset.py --dataset vatex --data_dir {vatex}")
+    return 0
+
+
+def vatex_address(base, name):
+    """Where one VATEX file is: base is a URL or a local folder holding the three files."""
+    if "://" in base:
+        return base.rstrip("/") + "/" + name
+    return str(Path(base).expanduser() / name)
+
+
+def file_name(address):
+    """The file name an address (URL or path) points at."""
+    return Path(urllib.parse.unquote(urllib.parse.urlparse(address).path)).name if "://" in address \
+        else Path(address).name
+
+
+def youtube_url_template(text):
+    """argparse type of --youtube_url: a template holding {id}."""
+    if "{id}" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r} has no {{id}} to put the YouTube id in")
+    try:
+        text.format(id="x")
+    except (KeyError, IndexError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r}: braces other than {{id}} must be doubled") from None
+    return text
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", default=DEFAULT_URL, help=f"where MSRVTT.zip is (default: {DEFAULT_URL})")
-    parser.add_argument("--out_dir", default="data", help="folder that receives the zip and MSRVTT/ (default: data)")
-    parser.add_argument("--no_extract", action="store_true", help="download the zip only, do not unpack it")
-    parser.add_argument("--keep_zip", action="store_true", help="keep the zip after unpacking (default: delete it)")
-    parser.add_argument("--retries", type=int, default=5,
-                        help="attempts in a row without progress before giving up (default: 5)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default: 60)")
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--dataset", choices=("msrvtt", "msvd", "vatex"), default="msrvtt",
+                        help="what to download (default: msrvtt); msvd and vatex go to <out_dir>/msvd and "
+                             "<out_dir>/vatex")
+    parser.add_argument("--out_dir", default="data", help="folder that receives the dataset (default: data)")
+    parser.add_argument("--url", default=DEFAULT_URL, help=f"where MSRVTT.zip is, a URL or a local copy "
+                                                           f"(default: {DEFAULT_URL})")
+    parser.add_argument("--msvd_clips_url", default=MSVD_CLIPS_URL,
+                        help=f"MSVD's clips archive, a URL or a local copy (default: {MSVD_CLIPS_URL})")
+    parser.add_argument("--msvd_captions_url", default=MSVD_CAPTIONS_URL,
+                        help=f"MSVD's English captions, a URL or a local copy; any caption file the MSVD reader "
+                             f"accepts (default: {MSVD_CAPTIONS_URL})")
+    parser.add_argument("--msvd_mapping_url", default=MSVD_MAPPING_URL,
+                        help=f"youtube_mapping.txt (clip -> vidN, the standard split), a URL or a local copy "
+                             f"(default: {MSVD_MAPPING_URL})")
+    parser.add_argument("--vatex_url", default=VATEX_URL,
+                        help=f"URL or local folder holding {', '.join(VATEX_FILES.values())} (default: {VATEX_URL})")
+    parser.add_argument("--youtube_url", type=youtube_url_template, default="https://www.youtube.com/watch?v={id}",
+                        help="address of a VATEX clip's video, {id} standing for its YouTube id (default: "
+                             "https://www.youtube.com/watch?v={id}); a mirror or a local server")
+    parser.add_argument("--split", choices=("all", *VATEX_FILES), default="all",
+                        help="VATEX: fetch the clips of one official file only (default: all)")
+    parser.add_argument("--limit", type=count, default=0, help="VATEX: fetch only the first N clips (0 = all)")
+    parser.add_argument("--workers", type=positive_int, default=4, help="VATEX: clips fetched in parallel (default: 4)")
+    parser.add_argument("--max_height", type=positive_int, default=360,
+                        help="VATEX: clips are re-encoded to at most this many rows (default: 360)")
+    parser.add_argument("--whole_videos", action="store_true",
+                        help="VATEX: always fetch whole videos and cut them here, even when ffmpeg is installed "
+                             "(without ffmpeg, yt-dlp cannot fetch a window and whole videos are fetched anyway)")
+    parser.add_argument("--retry_failed", action="store_true",
+                        help="VATEX: ask again for the clips failures.jsonl records as gone (default: skip them)")
+    parser.add_argument("--no_extract", action="store_true", help="download the archive only, do not unpack it")
+    parser.add_argument("--keep_zip", "--keep_archive", action="store_true",
+                        help="keep the archive (MSRVTT.zip, YouTubeClips.tar) after unpacking (default: delete it)")
+    parser.add_argument("--retries", type=count, default=5,
+                        help="attempts in a row without progress before giving up; for a VATEX clip, retries of a "
+                             "transient error (default: 5)")
+    parser.add_argument("--backoff", type=non_negative, default=1.0,
+                        help="seconds before the first retry; the wait doubles up to 60 s (default: 1)")
+    parser.add_argument("--timeout", type=positive_float, default=60.0,
+                        help="network timeout in seconds (default: 60)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     # Synthetic data is synthetic.py's; these earlier spellings still work and hand over to it.
     parser.add_argument("--synthetic", type=int, default=0, help=argparse.SUPPRESS)
@@ -332,28 +617,14 @@ def main(args) -> int:
 
         return synthetic.main(synthetic.parse_args(["--out_dir", args.out_dir, "--num_videos", str(args.synthetic),
                                                     "--seed", str(args.seed), "--task", args.task]))
-    out_dir = Path(args.out_dir)
     try:
-        zip_path = out_dir / zip_name_from_url(args.url)
-        if not args.no_extract and extraction_marker(zip_path, out_dir).is_file() and not zip_path.exists():
-            print(f"{zip_path.name} already unpacked in {out_dir} (delete {extraction_marker(zip_path, out_dir)} "
-                  f"to redo)")
-            return 0
-        download(args.url, zip_path, retries=args.retries, timeout=args.timeout,
-                 extra_space_factor=0.0 if args.no_extract else 1.0, progress=not args.quiet)
-        print(f"downloaded {zip_path} ({gigabytes(zip_path.stat().st_size)})")
-        if args.no_extract:
-            return 0
-        summary = extract_zip(zip_path, out_dir, progress=not args.quiet)
-        if summary["skipped"] == "all":
-            print(f"{zip_path.name} already unpacked in {out_dir}")
-        else:
-            print(f"unpacked {summary['extracted']} files into {out_dir} ({summary['skipped']} already there)")
-        if not args.keep_zip:
-            zip_path.unlink()
-        return 0
-    except DownloadError as error:
+        return {"msrvtt": download_msrvtt, "msvd": download_msvd, "vatex": download_vatex}[args.dataset](args)
+    except UserError as error:
         return fail(error)
+    except OSError as error:  # a full disk, a folder that turned read-only: what was complete is kept
+        where = f"{error.filename}: " if error.filename else ""
+        return fail(f"{where}cannot write ({one_line(error)}); free some space or pass another --out_dir, then "
+                    f"run again to resume")
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130
