@@ -16,6 +16,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -172,7 +173,8 @@ def cut_clip(source: Path, dest: Path, start: float, end: float, max_height: int
             offset = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
             if start > 0:
                 container.seek(int((start + offset) / stream.time_base), stream=stream)  # the keyframe before
-            rate = stream.average_rate or stream.guessed_rate or 25
+            rate = Fraction(stream.average_rate or stream.guessed_rate or 25)
+            frame_period = 1 / rate
             encoded = None
             for frame in container.decode(stream):
                 if stop is not None and stop.is_set():
@@ -189,9 +191,9 @@ def cut_clip(source: Path, dest: Path, start: float, end: float, max_height: int
                     encoded = output.add_stream(encoder, rate=rate, options={"crf": "23", "preset": "veryfast"}
                                                 if encoder == "libx264" else {})
                     encoded.height, encoded.width = even(height), even(frame.width * height / frame.height)
-                    encoded.pix_fmt = "yuv420p"
+                    encoded.pix_fmt, encoded.codec_context.time_base = "yuv420p", frame_period
                 picture = frame.reformat(width=encoded.width, height=encoded.height, format="yuv420p")
-                picture.pts = written
+                picture.pts, picture.time_base = written, frame_period  # constant frame rate from 0
                 for packet in encoded.encode(picture):
                     output.mux(packet)
                 written += 1

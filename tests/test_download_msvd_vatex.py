@@ -389,3 +389,18 @@ def test_local_copies_stand_in_for_addresses(tmp_path, capsys):
     assert quiet_run(["--dataset", "msvd", "--out_dir", str(tmp_path / "data2"),
                       "--msvd_captions_url", str(copies / "missing.txt")]) == 2
     assert "no such file, and not a URL" in capsys.readouterr().err
+
+
+def test_cut_of_a_real_kinetics_clip_keeps_its_frames(realdata, tmp_path):
+    """A real H.264 clip whose stream time base is not its frame period (28 fps, 1/14336): the window's frames,
+    in order, at a constant rate."""
+    source = realdata / "videos" / "mmaction2_demo.mp4"
+    written = vatex_clips.cut_clip(source, tmp_path / "clip.mp4", 2.0, 5.0, max_height=128)
+    codec, frames = decoded_frames(tmp_path / "clip.mp4")
+    assert written == len(frames) == 3 * 28 and codec == "h264" and frames[0].shape == (128, 170)
+    with av.open(str(source)) as container:
+        stream = container.streams.video[0]
+        originals = [frame.reformat(width=170, height=128).to_ndarray(format="gray")
+                     for frame in container.decode(stream) if 2.0 <= frame.time < 5.0]
+    errors = [float(np.abs(cut.astype(int) - original.astype(int)).mean()) for cut, original in zip(frames, originals)]
+    assert max(errors) < 8  # each cut frame is the original at its time: lossy (<4 seen), not shifted (>16 by one)
