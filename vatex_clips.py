@@ -35,7 +35,7 @@ PERMANENT_PHRASES = ("private video", "video unavailable", "this video is unavai
                      "account associated with this video has been terminated", "copyright", "confirm your age",
                      "age-restricted", "inappropriate for some users", "not available in your country",
                      "blocked it in your country", "members-only", "join this channel", "unsupported url",
-                     "is not a valid url", "requested format is not available", "this live event")
+                     "is not a valid url", "this live event")
 
 
 class ClipError(Exception):
