@@ -6,10 +6,13 @@ import functools
 import http.server
 import io
 import json
-import shutil
+import signal
+import subprocess
+import sys
 import tarfile
 import tempfile
 import threading
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -62,7 +65,12 @@ class FileHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", "video/mp4" if path.endswith(".mp4") else "application/octet-stream")
         self.send_header("Content-Length", str(end - start + 1))
         self.end_headers()
-        if body:
+        if body and path in server.slow:  # a trickle, so that a run can be interrupted mid-download
+            for offset in range(start, end + 1, 16):
+                self.wfile.write(data[offset:min(offset + 16, end + 1)])
+                self.wfile.flush()
+                time.sleep(server.slow[path])
+        elif body:
             self.wfile.write(data[start:end + 1])
 
     def log_message(self, *args):
@@ -74,7 +82,7 @@ def server():
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FileHandler)
     httpd.daemon_threads = True
     httpd.lock = threading.Lock()
-    httpd.log, httpd.files, httpd.plan, httpd.status = [], {}, {}, {}
+    httpd.log, httpd.files, httpd.plan, httpd.status, httpd.slow = [], {}, {}, {}, {}
     threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     httpd.base = f"http://127.0.0.1:{httpd.server_address[1]}"
     yield httpd
@@ -340,8 +348,33 @@ def test_vatex_interrupt_or_full_disk_leaves_no_partial_clip(server, tmp_path, c
     assert len(decoded_frames(vatex / "okA_000000_000003.mp4")[1]) == 3 * FPS
 
 
+def test_vatex_ctrl_c_mid_download_stops_and_the_rerun_finishes(server, tmp_path, capsys):
+    """A real SIGINT while yt-dlp is receiving a video: exit 130 at once, one line, no .mp4; the rerun resumes."""
+    server.files["/videos/slow.mp4"] = source_video()
+    server.slow["/videos/slow.mp4"] = 0.05  # 320 bytes/s: the 3 KB video takes about 10 s
+    flags = [*serve_vatex(server, ["slow_000000_000003"]), "--out_dir", str(tmp_path), "--quiet"]
+    process = subprocess.Popen([sys.executable, "download_dataset.py", *flags], cwd=Path(download_dataset.__file__).parent,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while "/videos/slow.mp4" not in server.log and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)  # some bytes in
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130 and err.count("\n") == 1 and "interrupted" in err, (out, err)
+    vatex = tmp_path / "vatex"
+    assert not list(vatex.glob("*.mp4")) and not list(vatex.glob(".*tmp*"))
+    assert not (vatex / "failures.jsonl").exists()
+    assert not (vatex / ".partial" / "slow_000000_000003" / "source.mp4").exists()  # stopped mid-download
+
+    del server.slow["/videos/slow.mp4"]
+    assert quiet_run(flags) == 0
+    assert "1 done" in capsys.readouterr().out
+    assert len(decoded_frames(vatex / "slow_000000_000003.mp4")[1]) == 3 * FPS
+
+
 def test_vatex_without_yt_dlp_says_so_in_one_line(server, tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(__import__("sys").modules, "yt_dlp", None)
+    monkeypatch.setitem(sys.modules, "yt_dlp", None)
     flags = serve_vatex(server, ["a_000000_000001"])
     assert quiet_run([*flags, "--out_dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
