@@ -29,7 +29,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from common import UserError, atomic_write, count, fail, non_negative, one_line, positive_float, positive_int, write_text
+from common import (UserError, atomic_write, count, fail, non_negative, one_line, positive_float, positive_int,
+                    write_text)
 
 DEFAULT_URL = "https://www.robots.ox.ac.uk/~maxbain/frozen-in-time/data/MSRVTT.zip"
 RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}  # worth another try; other HTTP errors are final
