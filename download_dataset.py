@@ -239,6 +239,20 @@ def extraction_marker(zip_path, out_dir):
     return Path(out_dir) / f".{Path(zip_path).name}.extracted"
 
 
+def extraction_stamp(archive_path):
+    """What a marker records of the archive it was unpacked from (the key is "zip" for every archive)."""
+    return {"zip": Path(archive_path).name, "size": Path(archive_path).stat().st_size}
+
+
+def finished(marker, stamp):
+    """Whether marker records a complete extraction of the archive stamp describes. An unreadable marker does
+    not: the archive is unpacked again (files already there are skipped)."""
+    try:
+        return marker.is_file() and {k: v for k, v in json.loads(marker.read_text()).items() if k in stamp} == stamp
+    except ValueError:
+        return False
+
+
 def extract_zip(zip_path, out_dir, progress=True):
     """Unpack zip_path into out_dir safely; returns {"extracted", "skipped", "refused": [(name, why)]}.
 
@@ -248,13 +262,9 @@ def extract_zip(zip_path, out_dir, progress=True):
     """
     zip_path, out_dir = Path(zip_path), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    marker = extraction_marker(zip_path, out_dir)
-    stamp = {"zip": zip_path.name, "size": zip_path.stat().st_size}
-    try:
-        if marker.is_file() and {k: v for k, v in json.loads(marker.read_text()).items() if k in stamp} == stamp:
-            return {"extracted": 0, "skipped": "all", "refused": []}
-    except ValueError:
-        pass  # an unreadable marker: extract again (files already there are skipped)
+    marker, stamp = extraction_marker(zip_path, out_dir), extraction_stamp(zip_path)
+    if finished(marker, stamp):
+        return {"extracted": 0, "skipped": "all", "refused": []}
     try:
         archive = zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, OSError) as error:
@@ -333,13 +343,9 @@ def extract_tar(tar_path, out_dir, progress=True):
     name and renamed, files already there with the right size skipped, a marker once complete."""
     tar_path, out_dir = Path(tar_path), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    marker = extraction_marker(tar_path, out_dir)
-    stamp = {"zip": tar_path.name, "size": tar_path.stat().st_size}
-    try:
-        if marker.is_file() and {k: v for k, v in json.loads(marker.read_text()).items() if k in stamp} == stamp:
-            return {"extracted": 0, "skipped": "all", "refused": []}
-    except ValueError:
-        pass  # an unreadable marker: extract again (files already there are skipped)
+    marker, stamp = extraction_marker(tar_path, out_dir), extraction_stamp(tar_path)
+    if finished(marker, stamp):
+        return {"extracted": 0, "skipped": "all", "refused": []}
     try:
         archive = tarfile.open(tar_path, "r:*")
     except (tarfile.TarError, OSError) as error:
