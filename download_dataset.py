@@ -404,15 +404,11 @@ def report_refused(archive_path, refused):
         print(f"warning: {archive_path}: refused {len(refused)} unsafe member(s): {shown}{more}", file=sys.stderr)
 
 
-def zip_name_from_url(url):
-    """The file name the URL points at ('MSRVTT.zip' when it names none)."""
-    name = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
-    return name or "MSRVTT.zip"
-
-
 MSVD_CLIPS_URL = "https://www.cs.utexas.edu/users/ml/clamp/videoDescription/YouTubeClips.tar"
 MSVD_CAPTIONS_URL = "https://www.cs.utexas.edu/users/ml/clamp/videoDescription/AllVideoDescriptions.txt"
 MSVD_MAPPING_URL = "https://raw.githubusercontent.com/yaoli/arctic-capgen-vid/master/youtube_mapping.txt"
+MSVD_CAPTIONS = "AllVideoDescriptions.txt"
+S2VT_NAMES = {f"sents_{split}_lc_nopunc.txt" for split in ("train", "val", "test")}
 VATEX_URL = "https://eric-xw.github.io/vatex-website/data/"
 VATEX_FILES = {"training": "vatex_training_v1.0.json", "validation": "vatex_validation_v1.0.json",
                "public_test": "vatex_public_test_english_v1.1.json"}
@@ -449,54 +445,48 @@ def prepare_out_dir(folder) -> Path:
 
 def download_msrvtt(args) -> int:
     """MSRVTT.zip into --out_dir/MSRVTT/ (unpacked, the zip deleted unless --keep_zip)."""
-    out_dir = prepare_out_dir(args.out_dir)
-    zip_path = out_dir / zip_name_from_url(args.url)
-    if not args.no_extract and extraction_marker(zip_path, out_dir).is_file() and not zip_path.exists():
-        print(f"{zip_path.name} already unpacked in {out_dir} (delete {extraction_marker(zip_path, out_dir)} "
-              f"to redo)")
+    return fetch_and_unpack(args.url, "MSRVTT.zip", prepare_out_dir(args.out_dir), extract_zip, args)
+
+
+def fetch_and_unpack(address, default_name, out_dir, extract, args) -> int:
+    """Download the archive at address into out_dir and unpack it there (extract_zip or extract_tar), deleting
+    it afterwards unless --keep_zip. A local copy is unpacked where it is, and kept."""
+    local = Path(address).expanduser()
+    is_local = "://" not in address and local.is_file()
+    archive = local if is_local else out_dir / file_name(address, default_name)
+    marker = extraction_marker(archive, out_dir)
+    if not args.no_extract and marker.is_file() and not archive.exists():
+        print(f"{archive.name} already unpacked in {out_dir} (delete {marker} to redo)")
         return 0
-    fetch_file(args.url, zip_path, args, extra_space_factor=0.0 if args.no_extract else 1.0)
-    print(f"downloaded {zip_path} ({gigabytes(zip_path.stat().st_size)})")
+    if not is_local:
+        fetch_file(address, archive, args, extra_space_factor=0.0 if args.no_extract else 1.0)
+        print(f"downloaded {archive} ({gigabytes(archive.stat().st_size)})")
     if args.no_extract:
         return 0
-    summary = extract_zip(zip_path, out_dir, progress=not args.quiet)
-    report_unpacked(zip_path, out_dir, summary)
-    if not args.keep_zip:
-        zip_path.unlink()
-    return 0
-
-
-def report_unpacked(archive_path, out_dir, summary):
+    summary = extract(archive, out_dir, progress=not args.quiet)
     if summary["skipped"] == "all":
-        print(f"{archive_path.name} already unpacked in {out_dir}")
+        print(f"{archive.name} already unpacked in {out_dir}")
     else:
         print(f"unpacked {summary['extracted']} files into {out_dir} ({summary['skipped']} already there)")
+    if not args.keep_zip and not is_local:
+        archive.unlink()
+    return 0
 
 
 def download_msvd(args) -> int:
     """--out_dir/msvd/: YouTubeClips/ (from YouTubeClips.tar), AllVideoDescriptions.txt and youtube_mapping.txt
     (the standard split): what `--dataset msvd --data_dir <out_dir>/msvd` reads."""
     msvd = prepare_out_dir(Path(args.out_dir) / "msvd")
-    for address in (args.msvd_captions_url, args.msvd_mapping_url):
-        path = fetch_file(address, msvd / file_name(address), args)
-        print(f"have {path}")
-    local_tar = Path(args.msvd_clips_url).expanduser()
-    is_local = "://" not in args.msvd_clips_url and local_tar.is_file()
-    tar_path = local_tar if is_local else msvd / file_name(args.msvd_clips_url)
-    marker = extraction_marker(tar_path, msvd)
-    if not args.no_extract and marker.is_file() and not tar_path.exists():
-        print(f"{tar_path.name} already unpacked in {msvd} (delete {marker} to redo)")
-        return 0
-    if not is_local:
-        fetch_file(args.msvd_clips_url, tar_path, args, extra_space_factor=0.0 if args.no_extract else 1.0)
-        print(f"downloaded {tar_path} ({gigabytes(tar_path.stat().st_size)})")
-    if args.no_extract:
-        return 0
-    summary = extract_tar(tar_path, msvd, progress=not args.quiet)
-    report_unpacked(tar_path, msvd, summary)
-    if not args.keep_zip and not is_local:
-        tar_path.unlink()
-    print(f"MSVD is in {msvd}: python dataset.py --dataset msvd --data_dir {msvd}")
+    # Saved under names the MSVD reader knows: a corpus CSV keeps its name, other captions become
+    # AllVideoDescriptions.txt unless named as one of S2VT's files; the mapping is always youtube_mapping.txt.
+    captions_name = file_name(args.msvd_captions_url, MSVD_CAPTIONS)
+    if not (captions_name.lower().endswith(".csv") or captions_name in S2VT_NAMES):
+        captions_name = MSVD_CAPTIONS
+    for address, name in ((args.msvd_captions_url, captions_name), (args.msvd_mapping_url, "youtube_mapping.txt")):
+        print(f"have {fetch_file(address, msvd / name, args)}")
+    fetch_and_unpack(args.msvd_clips_url, "YouTubeClips.tar", msvd, extract_tar, args)
+    if not args.no_extract:
+        print(f"MSVD is in {msvd}: python dataset.py --dataset msvd --data_dir {msvd}")
     return 0
 
 
@@ -549,10 +539,10 @@ def vatex_address(base, name):
     return str(Path(base).expanduser() / name)
 
 
-def file_name(address):
-    """The file name an address (URL or path) points at."""
-    return Path(urllib.parse.unquote(urllib.parse.urlparse(address).path)).name if "://" in address \
-        else Path(address).name
+def file_name(address, default):
+    """The file name an address (URL or path) points at; default when it names none."""
+    path = urllib.parse.unquote(urllib.parse.urlparse(address).path) if "://" in address else address
+    return Path(path).name or default
 
 
 def youtube_url_template(text):
