@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import zipfile
 from pathlib import Path
 
 import av
@@ -443,3 +444,22 @@ def test_cut_of_a_real_kinetics_clip_keeps_its_frames(realdata, tmp_path):
                      for frame in container.decode(stream) if 2.0 <= frame.time < 5.0]
     errors = [float(np.abs(cut.astype(int) - original.astype(int)).mean()) for cut, original in zip(frames, originals)]
     assert max(errors) < 8  # each cut frame is the original at its time: lossy (<4 seen), not shifted (>16 by one)
+
+
+def test_local_copies_of_msrvtt_zip_and_vatex_files(tmp_path, capsys):
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    with zipfile.ZipFile(copies / "MSRVTT.zip", "w") as archive:
+        archive.writestr("MSRVTT/annotation/MSR_VTT.json", b'{"images": [], "annotations": []}')
+    assert quiet_run(["--url", str(copies / "MSRVTT.zip"), "--out_dir", str(tmp_path / "data")]) == 0
+    assert (tmp_path / "data" / "MSRVTT" / "annotation" / "MSR_VTT.json").is_file()
+    assert (copies / "MSRVTT.zip").is_file() and not (tmp_path / "data" / "MSRVTT.zip").exists()
+
+    for name in download_dataset.VATEX_FILES.values():
+        (copies / name).write_text(json.dumps([{"videoID": "abc_000001_000002", "enCap": ["x"]}]
+                                              if "training" in name else []))
+    assert quiet_run(["--dataset", "vatex", "--vatex_url", str(copies), "--split", "validation",
+                      "--out_dir", str(tmp_path / "data")]) == 0
+    vatex = tmp_path / "data" / "vatex"
+    assert sorted(path.name for path in vatex.iterdir()) == sorted(download_dataset.VATEX_FILES.values())
+    assert "0 done, 0 already there, 0 failed" in capsys.readouterr().out
