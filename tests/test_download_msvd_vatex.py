@@ -463,3 +463,23 @@ def test_local_copies_of_msrvtt_zip_and_vatex_files(tmp_path, capsys):
     vatex = tmp_path / "data" / "vatex"
     assert sorted(path.name for path in vatex.iterdir()) == sorted(download_dataset.VATEX_FILES.values())
     assert "0 done, 0 already there, 0 failed" in capsys.readouterr().out
+
+
+def test_full_disk_while_downloading_is_one_line_and_not_retried(server, tmp_path, capsys, monkeypatch):
+    flags = serve_msvd(server, hostile_tar(tmp_path / "outside"))
+
+    class FullDisk(io.BytesIO):
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def open_on_a_full_disk(path, mode="r", *args, **kwargs):
+        if str(path).endswith(".part"):
+            return FullDisk()
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(download_dataset, "open", open_on_a_full_disk, raising=False)
+    assert quiet_run([*flags, "--out_dir", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err and "giving up" not in err
+    assert len(requests_under(server, "/msvd")) == 1  # the first file's first try: a full disk is not retried
+    assert not [path for path in (tmp_path / "data" / "msvd").iterdir() if not path.name.endswith(".part")]
