@@ -110,9 +110,9 @@ def classify(error) -> tuple:
     reason = re.sub(r"^ERROR:\s*", "", one_line(error))
     if "no space left on device" in reason.lower():
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    if isinstance(cause, HTTPError):
-        return cause.status in PERMANENT_STATUSES or (400 <= cause.status < 500 and cause.status not in (408, 429)), \
-            reason
+    if isinstance(cause, HTTPError):  # other 4xx are the request's fault and final too; 408 and 429 are not
+        status = cause.status
+        return status in PERMANENT_STATUSES or (400 <= status < 500 and status not in (408, 429)), reason
     return any(phrase in reason.lower() for phrase in PERMANENT_PHRASES), reason
 
 
