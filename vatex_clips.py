@@ -26,6 +26,7 @@ from common import UserError, atomic_write, one_line
 DEFAULT_YOUTUBE_URL = "https://www.youtube.com/watch?v={id}"
 YOUTUBE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # YouTube ids are 11 of these; the mapping seam allows others
 FAILURES = "failures.jsonl"
+GIVE_UP_STREAK = 20  # this many clips in a row failing transiently: the address is blocked or down, stop the run
 WORK_FOLDER = ".partial"  # yt-dlp's downloads in progress, one folder per clip; hidden from the readers
 PERMANENT_STATUSES = {401, 403, 404, 410, 451}
 # yt-dlp's messages for videos that will not come back; anything else (timeouts, 5xx, throttling, "confirm
@@ -293,6 +294,7 @@ def download_clips(video_ids, settings: Settings, workers: int = 4, retry_failed
     with ThreadPoolExecutor(max_workers=workers) as pool, \
             tqdm(total=len(todo), unit="clip", desc="vatex clips", disable=not progress) as bar:
         futures = [pool.submit(fetch_clip, clip, settings, stop) for clip in todo]
+        streak = 0  # clips in a row that failed transiently
         try:
             for future in as_completed(futures):
                 outcome, record = future.result()
@@ -301,6 +303,11 @@ def download_clips(video_ids, settings: Settings, workers: int = 4, retry_failed
                 else:
                     record_failure(failures_path, record)
                     counts["failed" if record["permanent"] else "transient"] += 1
+                streak = streak + 1 if record is not None and not record["permanent"] else 0
+                if streak >= GIVE_UP_STREAK:
+                    raise UserError(f"the last {streak} clips all failed after retries (the last: {record['reason']});"
+                                    f" the address may be blocking or down: wait and run again (finished clips "
+                                    f"are kept; {counts['done']} done in this run)")
                 bar.update(1)
                 bar.set_postfix(failed=counts["failed"] + counts["transient"], refresh=False)
         except BaseException:

@@ -483,3 +483,17 @@ def test_full_disk_while_downloading_is_one_line_and_not_retried(server, tmp_pat
     assert err.count("\n") == 1 and "No space left on device" in err and "giving up" not in err
     assert len(requests_under(server, "/msvd")) == 1  # the first file's first try: a full disk is not retried
     assert not [path for path in (tmp_path / "data" / "msvd").iterdir() if not path.name.endswith(".part")]
+
+
+def test_vatex_run_stops_when_every_clip_fails_transiently(server, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(vatex_clips, "GIVE_UP_STREAK", 2)
+    video_ids = [f"v{number}_000000_000001" for number in range(6)]
+    for number in range(6):
+        server.status[f"/videos/v{number}.mp4"] = 503  # the address throttles everything
+    flags = [*serve_vatex(server, video_ids), "--retries", "0", "--workers", "1", "--out_dir", str(tmp_path)]
+    assert quiet_run(flags) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the last 2 clips all failed after retries" in err and "503" in err
+    assert len(requests_under(server, "/videos")) < 6  # it did not go through the whole list
+    records = [json.loads(line) for line in (tmp_path / "vatex" / "failures.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and not any(record["permanent"] for record in records)
