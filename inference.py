@@ -59,9 +59,9 @@ def parse_args(argv=None):
     parser.add_argument("--json", action="store_true", help="print one JSON object per video")
     parser.add_argument("--batch_size", type=positive_int, default=8,
                         help="with several videos: videos encoded and captioned together")
-    parser.add_argument("--num_workers", type=count, default=2,
+    parser.add_argument("--num_workers", type=count, default=None,
                         help="with several videos: DataLoader workers decoding them while others are encoded "
-                             "(0 = in this process)")
+                             "(default: one per available core; 0 = in this process)")
     return parser.parse_args(argv)
 
 
