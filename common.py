@@ -222,6 +222,17 @@ def set_device(device) -> None:
         torch.cuda.set_device(device.index or 0)
 
 
+def gpu_has_native_bf16(device) -> bool:
+    """Whether this GPU computes in bf16 natively (Ampere and later); older ones (V100, T4) only emulate it, slowly."""
+    import torch
+
+    with torch.cuda.device(device):
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch before 2.3 counts no emulation
+            return torch.cuda.is_bf16_supported()
+
+
 def resolve_device(name: str, environ=None) -> str:
     """The device a process runs on, from --device and, under torchrun, LOCAL_RANK: the one choice that encode.py,
     train.py, evaluate.py, inference.py and demo.py share.

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from annotations import SPLIT_NAMES, add_data_arguments, load_dataset
 from common import (DEFAULT_XCLIP, UserError, count, default_workers, expand_video_paths, fail, interrupted, one_line,
-                    positive_int, resolve_device, save_array, set_device, write_text)
+                    gpu_has_native_bf16, positive_int, resolve_device, save_array, set_device, write_text)
 from dataset import (VIEW_SEED, XCLIP_MEAN, XCLIP_STD, Preprocess, VideoClips, VideoError, collate_clips,
                      normalise_levels, share_cores)
 from model import XClipEncoder
@@ -53,6 +53,9 @@ def load_encoder(name_or_path=DEFAULT_XCLIP, encode_dtype="fp32", device="cpu"):
     encoder = XClipEncoder(name_or_path, dtype=torch.float32).to(device)
     if encode_dtype != "bf16":
         return encoder, None
+    if torch.device(device).type == "cuda" and not gpu_has_native_bf16(device):
+        warnings.warn(f"{torch.cuda.get_device_name(device)} only emulates bf16: --encode_dtype fp32 is faster here",
+                      stacklevel=2)
     reference, encoder = encoder, copy.deepcopy(encoder)
     encoder.model.to(torch.bfloat16)
     encoder.dtype = torch.bfloat16
@@ -301,7 +304,7 @@ def open_cache(encoder, cache_dir, dtype_name: str = "fp32", views: int = 1, wit
 # Encoding
 
 def encoded_batches(items, encoder, preprocess, views: int = 1, with_frames: bool = False, batch_size: int = 8,
-                    num_workers: int | None = None, reference_encoder=None):
+                    num_workers: int | None = None, reference_encoder=None, to_cpu: bool = True):
     """Decode (video_id, path) items in DataLoader workers while the encoder encodes the previous batches, and
     yield each collated batch (dataset.collate_clips), in order, with what X-CLIP made of its clips: "latents"
     (B, K, D) and, with with_frames, "frame_features" (B, K, F, D) (None for a batch of broken videos only),
@@ -309,7 +312,7 @@ def encoded_batches(items, encoder, preprocess, views: int = 1, with_frames: boo
     The workers (None: common.default_workers, one per core) stay at most a few batches ahead, so memory is
     bounded whatever the number of videos. Frames travel as uint8 levels, pinned when the encoder is on a GPU,
     and are normalised there. reference_encoder (fp32) is compared with the encoder on the first batch (a bf16
-    encoder's distance)."""
+    encoder's distance). to_cpu=False leaves the latents on the encoder's device (for a decoder there)."""
     num_workers = default_workers() if num_workers is None else num_workers
     device = torch.device(getattr(encoder, "device", "cpu"))
     loader = DataLoader(VideoClips(items, encoder.num_frames, preprocess, views), batch_size=batch_size,
@@ -321,15 +324,17 @@ def encoded_batches(items, encoder, preprocess, views: int = 1, with_frames: boo
         batch["latents"] = batch["frame_features"] = None
         if batch["frames"] is not None:
             batch["latents"], batch["frame_features"] = encode_clips(encoder, batch["frames"], with_frames,
-                                                                     reference_encoder, preprocess)
+                                                                     reference_encoder, preprocess, to_cpu)
             reference_encoder = None
         batch["encode_seconds"] = time.perf_counter() - started
         yield batch
 
 
-def encode_clips(encoder, frames, with_frames: bool = False, reference_encoder=None, preprocess=None) -> tuple:
-    """Frames (B, K, F, 3, S, S) -> (latents (B, K, D), per-frame features (B, K, F, D) or None), on the CPU; with
-    reference_encoder, print how close the encoder's latents are to it (a bf16 encoder against its fp32 twin).
+def encode_clips(encoder, frames, with_frames: bool = False, reference_encoder=None, preprocess=None,
+                 to_cpu: bool = True) -> tuple:
+    """Frames (B, K, F, 3, S, S) -> (latents (B, K, D), per-frame features (B, K, F, D) or None), on the CPU (with
+    to_cpu=False, where the encoder left them); with reference_encoder, print how close the encoder's latents are
+    to it (a bf16 encoder against its fp32 twin).
 
     frames: float32 frames, or uint8 levels (a tensor, pinned for a GPU) that are copied to the encoder's device
     without waiting and normalised there with preprocess (dataset.normalise_levels: the same bits as on the CPU)."""
@@ -339,14 +344,17 @@ def encode_clips(encoder, frames, with_frames: bool = False, reference_encoder=N
     views = frames.shape[1]
     if with_frames:
         latents, frame_features = encoder.encode_with_frames(clips)  # (B*K, D), (B*K, F, D)
-        frame_features = frame_features.unflatten(0, (-1, views)).cpu()  # (B, K, F, D)
+        frame_features = frame_features.unflatten(0, (-1, views))  # (B, K, F, D)
     else:
         latents, frame_features = encoder.encode(clips), None  # (B*K, D)
     if reference_encoder is not None:
         cosine = torch.nn.functional.cosine_similarity(latents, reference_encoder.encode(clips), dim=-1)
         tqdm.write(f"{encoder.dtype} vs fp32 on the first batch: cosine similarity "
                    f"mean {cosine.mean():.5f}, min {cosine.min():.5f}")
-    return latents.unflatten(0, (-1, views)).cpu(), frame_features  # (B, K, D)
+    latents = latents.unflatten(0, (-1, views))  # (B, K, D)
+    if to_cpu:  # the cache writes them; a decoder on the same GPU reads them where they are
+        latents, frame_features = latents.cpu(), None if frame_features is None else frame_features.cpu()
+    return latents, frame_features
 
 
 def encode_videos(items, encoder, cache, preprocess, batch_size=8, num_workers=None, strict=False,

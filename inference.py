@@ -252,7 +252,7 @@ def caption_many(paths, captioner, args):
     threads = torch.get_num_threads() if args.num_workers == 0 else 1
     items = [(Path(path).stem, path) for path in paths]  # the file name seeds --views, as caption_video does
     for batch in encoded_batches(items, encoder, preprocess, args.views, decoder.config.uses_frames,
-                                 args.batch_size, args.num_workers):
+                                 args.batch_size, args.num_workers, to_cpu=False):
         captions, shares = [], {}
         if batch["latents"] is not None:
             features = batch["frame_features"] if decoder.config.uses_frames else batch["latents"]  # (B, K, ...)

@@ -34,8 +34,8 @@ from tqdm import tqdm
 
 from annotations import add_data_arguments, load_dataset, normalize_caption
 from checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
-from common import (DEFAULT_XCLIP, UserError, count, fail, fraction, interrupted, non_negative, one_line,
-                    positive_float, positive_int, resolve_device, set_device, write_text)
+from common import (DEFAULT_XCLIP, UserError, count, fail, fraction, gpu_has_native_bf16, interrupted, non_negative,
+                    one_line, positive_float, positive_int, resolve_device, set_device, write_text)
 from curves import TENSORBOARD_MISSING, add_scalars, open_tensorboard, redraw, tensorboard_available
 from encode import load_encoder, split_features, split_latents
 from evaluate import score_captions
@@ -272,14 +272,6 @@ def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX), where bf16 autocast makes a step faster
     rather than slower."""
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-
-
-def gpu_has_native_bf16(device) -> bool:
-    """Whether this GPU computes in bf16 natively (Ampere and later); older ones (V100, T4) only emulate it, slowly."""
-    try:
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    except TypeError:  # torch before 2.3 counts no emulation
-        return torch.cuda.is_bf16_supported()
 
 
 def use_bf16(choice: str, device) -> bool:

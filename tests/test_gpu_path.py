@@ -172,6 +172,24 @@ def test_bad_device_is_one_line_and_exit_2(script, tmp_path):
     assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: --device cuda:7")
 
 
+def test_missing_gpus_are_one_line_and_exit_2_in_every_script(gpus, monkeypatch, tmp_path, capsys):
+    """A one-GPU machine asked for cuda:3, and torchrun with more processes than GPUs."""
+    gpus(1)
+    runs = [(encode, ["--video_path", str(tmp_path), "--cache_dir", str(tmp_path / "cache"), "--device", "cuda:3"]),
+            (train, ["--out_dir", str(tmp_path / "run"), "--features", str(tmp_path), "--device", "cuda:3"]),
+            (inference, ["--video_path", str(tmp_path), "--model_path", str(tmp_path / "x.pt"), "--device", "cuda:3"])]
+    for script, argv in runs:
+        assert script.main(script.parse_args(argv)) == 2
+        assert capsys.readouterr().err == "error: --device cuda:3: this machine has 1 GPU (cuda:0 to cuda:0); pass " \
+                                          "one of them or --device cpu\n"
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for script, argv in runs[:2]:
+        assert script.main(script.parse_args(argv[:-1] + ["cuda"])) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and "more processes on this machine than it has GPUs (1" in error
+
+
 def test_default_workers_share_the_cores_among_local_processes():
     cores = common.default_workers({}, most=10 ** 6)
     assert cores >= 1
