@@ -19,6 +19,7 @@ import json
 import pickle
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import safetensors
 import safetensors.torch
@@ -303,15 +304,57 @@ def tokenizer_from_checkpoint(checkpoint: dict, tokenizer_path=None) -> spm.Sent
     return spm.SentencePieceProcessor(model_proto=proto)
 
 
+ENCODER_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
 def encoder_from_checkpoint(checkpoint: dict, xclip_model=None, dtype=None, device="cpu") -> XClipEncoder:
-    """Load the X-CLIP the checkpoint was trained on (or a local copy of it) and check it is the same one."""
+    """Load the X-CLIP the checkpoint was trained on (or a local copy of it) and check it is the same one. It runs
+    in the dtype its latents were made in (the record's "dtype": fp32 or bf16), unless dtype is given."""
     info = checkpoint["encoder"]
-    encoder = XClipEncoder(xclip_model or info["name"], dtype=dtype or torch.float32).to(device)
+    dtype = dtype or ENCODER_DTYPES.get(info.get("dtype", "fp32"))
+    if dtype is None:
+        raise CheckpointError(f"the checkpoint's encoder record names dtype {info.get('dtype')!r}; this code knows "
+                              f"{', '.join(ENCODER_DTYPES)}")
+    encoder = XClipEncoder(xclip_model or info["name"], dtype=dtype).to(device)
     if not encoder.made(info["fingerprint"], info["name"]):
         raise CheckpointError(f"{xclip_model or info['name']}: not the X-CLIP this checkpoint was trained with "
                               f"(fingerprint {encoder.fingerprint()} != {info['fingerprint']}, "
                               f"trained with {info['name']})")
     return encoder
+
+
+class Captioner(NamedTuple):
+    """What captioning needs, as load_captioner gives it."""
+
+    encoder: XClipEncoder | None     # None for a checkpoint trained on precomputed features (with_encoder=False)
+    decoder: CaptionDecoder
+    tokenizer: spm.SentencePieceProcessor
+    preprocess: "Preprocess | None"  # X-CLIP's frame preprocessing the checkpoint records (dataset.Preprocess)
+
+
+def load_captioner(model_path, device="cpu", xclip_model=None, tokenizer_path=None, with_encoder=True) -> Captioner:
+    """The one loader of a captioner for inference, evaluation, the demo and the tools: the decoder on device,
+    the checkpoint's tokenizer (tokenizer_path, if given, checked against it), and the X-CLIP it names (or
+    xclip_model, a local copy of it) on device in the dtype its latents were made in, with its preprocessing.
+
+    model_path: a .pt, an exported folder, a Hub repo id, or a checkpoint dict load_checkpoint returned. A
+    checkpoint trained on precomputed features has no encoder: a UserError with with_encoder, else encoder and
+    preprocess are None."""
+    from dataset import Preprocess
+
+    checkpoint = model_path if isinstance(model_path, dict) else load_checkpoint(model_path)
+    record = checkpoint["encoder"]
+    on_features = record.get("kind") == "features"
+    if with_encoder and on_features:
+        name = "the checkpoint" if isinstance(model_path, dict) else model_path
+        raise UserError(f"{name}: this checkpoint needs precomputed features ({record.get('name')}, shape "
+                        f"{record.get('shape')}), not videos; caption its features with evaluate.py --features DIR")
+    tokenizer = tokenizer_from_checkpoint(checkpoint, tokenizer_path)
+    decoder = decoder_from_checkpoint(checkpoint).to(device)
+    if not with_encoder or on_features:
+        return Captioner(None, decoder, tokenizer, None)
+    encoder = encoder_from_checkpoint(checkpoint, xclip_model, device=device)
+    return Captioner(encoder, decoder, tokenizer, Preprocess.from_dict(record["preprocess"]))
 
 
 def summary(checkpoint: dict) -> dict:

@@ -199,14 +199,73 @@ def bounded(kind, text, low=None, high=None, open_low=False, open_high=False):
     return value
 
 
-def resolve_device(name: str) -> str:
-    """"auto" -> "cuda" when a GPU is there, else "cpu"; "cuda" without one is a UserError."""
+def default_workers(environ=None, most: int = 32) -> int:
+    """DataLoader workers decoding videos when --num_workers is left out: one per core this process may use,
+    the cores shared among the processes torchrun started on this machine (LOCAL_WORLD_SIZE); at most `most`."""
+    environ = os.environ if environ is None else environ
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    local_processes = environ.get("LOCAL_WORLD_SIZE", "1")
+    local_processes = int(local_processes) if local_processes.isdigit() and int(local_processes) > 0 else 1
+    return max(1, min(most, cores // local_processes))
+
+
+def set_device(device) -> None:
+    """Make device (a resolve_device name) the current CUDA device of this process, so that what runs on "cuda"
+    without an index runs there too; nothing on the CPU."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device.index or 0)
+
+
+def gpu_has_native_bf16(device) -> bool:
+    """Whether this GPU computes in bf16 natively (Ampere and later); older ones (V100, T4) only emulate it, slowly."""
+    import torch
+
+    with torch.cuda.device(device):
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch before 2.3 counts no emulation
+            return torch.cuda.is_bf16_supported()
+
+
+def resolve_device(name: str, environ=None) -> str:
+    """The device a process runs on, from --device and, under torchrun, LOCAL_RANK: the one choice that encode.py,
+    train.py, evaluate.py, inference.py and demo.py share.
+
+    "auto" is a GPU when there is one, else "cpu"; "cuda" is the first GPU, "cuda:N" the N-th. Under torchrun
+    (LOCAL_RANK in environ, default os.environ) "auto" and "cuda" become cuda:LOCAL_RANK, one GPU per process.
+    A bad name, a GPU that is not there, or more processes on a machine than it has GPUs is a UserError."""
     import torch  # here, not at the top: this module stays light
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", str(name)):
+    environ = os.environ if environ is None else environ
+    name = str(name)
+    match = re.fullmatch(r"auto|cpu|cuda(?::(\d+))?", name)
+    if match is None:
         raise UserError(f"--device {name}: pass auto, cpu, cuda or cuda:N")
-    if str(name).startswith("cuda") and not torch.cuda.is_available():
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return "cpu"
+    if not torch.cuda.is_available():
         raise UserError(f"--device {name}: no CUDA device is available here; use --device cpu or auto")
-    return name
+    gpus = torch.cuda.device_count()
+    local_rank = environ.get("LOCAL_RANK")
+    if local_rank is not None and not local_rank.isdigit():
+        raise UserError(f"LOCAL_RANK={local_rank}: not a process number; start the script with torchrun or unset it")
+    if local_rank is not None:
+        if match.group(1) is not None:
+            raise UserError(f"--device {name} under torchrun: pass --device cuda or auto, and each process takes "
+                            "the GPU of its LOCAL_RANK (choose GPUs with CUDA_VISIBLE_DEVICES)")
+        index = int(local_rank)
+        if index >= gpus:
+            raise UserError(f"torchrun started more processes on this machine than it has GPUs ({gpus}; this is "
+                            f"LOCAL_RANK {index}); pass --nproc_per_node {gpus} or fewer")
+        return f"cuda:{index}"
+    index = int(match.group(1) or 0)
+    if index >= gpus:
+        raise UserError(f"--device {name}: this machine has {gpus} GPU{'s' if gpus != 1 else ''} (cuda:0 to "
+                        f"cuda:{gpus - 1}); pass one of them or --device cpu")
+    return name if match.group(1) is not None else "cuda"

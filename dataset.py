@@ -321,23 +321,38 @@ def reformat_options() -> dict:
 
 
 def frame_to_array(frame, preprocess: Preprocess, reformatter, out) -> tuple:
-    """Write a decoded frame into out (3, S, S) float32, upright: one swscale step for resize + RGB, then crop and
-    normalise. Returns the display orientation applied (frame_orientation)."""
+    """Write a decoded frame into out (3, S, S) uint8, upright: one swscale step for resize + RGB, then crop; the
+    levels are normalised later (normalise_levels), on the device that encodes them. Returns the display
+    orientation applied (frame_orientation)."""
     orientation = frame_orientation(frame)
     width, height = resized_size(frame.width, frame.height, preprocess.shortest_edge)
     rgb = reformatter.reformat(frame, width=width, height=height, **reformat_options()).to_ndarray()  # (h, w, 3) uint8
     rgb = centre_crop(orient_upright(rgb, orientation), preprocess.image_size)  # (S, S, 3) uint8
-    scale, offset = normalisation_coefficients(preprocess)
-    np.multiply(rgb.transpose(2, 0, 1), scale, out=out, dtype=np.float32)  # (3, S, S)
-    out += offset
+    out[...] = rgb.transpose(2, 0, 1)  # (3, S, S)
     return orientation
+
+
+def normalise_levels(levels, preprocess: Preprocess):
+    """uint8 RGB levels (..., 3, S, S) -> float32 (level / 255 - mean) / std, as X-CLIP's processor: a numpy array,
+    or a torch tensor on its own device (the GPU that encodes it). Both compute level * scale + offset in float32,
+    one rounding per operation, so that the result is the same bit for bit."""
+    scale, offset = normalisation_coefficients(preprocess)
+    if isinstance(levels, np.ndarray):
+        frames = np.multiply(levels, scale, dtype=np.float32)
+        frames += offset
+        return frames
+    import torch  # dataset.py itself needs no torch
+
+    frames = levels.to(torch.float32) * torch.from_numpy(scale).to(levels.device)
+    frames += torch.from_numpy(offset).to(levels.device)
+    return frames
 
 
 @dataclass
 class DecodedFrames:
     """What a decoding pass gives: the sampled frames and what went wrong on the way."""
 
-    frames: np.ndarray                    # (N, 3, S, S) float32, row i = frame_indices[i]
+    frames: np.ndarray                    # (N, 3, S, S) uint8 levels, row i = frame_indices[i]
     filled: np.ndarray                    # (N,) bool: which rows were decoded
     frames_seen: int = 0                  # frames decoded so far (by presentation index + 1)
     orientation: tuple = (1, 0, 0, 1)     # display orientation of the frames (frame_orientation)
@@ -397,7 +412,7 @@ def decode_sampled_frames(packets, frame_indices: list, preprocess: Preprocess,
     last_index = max(frame_indices)
     reformatter = VideoReformatter()  # one swscale context for all frames: making one per frame is slow
     size = preprocess.image_size
-    result = DecodedFrames(frames=np.empty((len(frame_indices), 3, size, size), dtype=np.float32),
+    result = DecodedFrames(frames=np.empty((len(frame_indices), 3, size, size), dtype=np.uint8),
                            filled=np.zeros(len(frame_indices), dtype=bool))
     index_by_pts = {pts: index for index, pts in enumerate(frame_pts)} if frame_pts else None
     skipper = NonReferenceSkipper(index_by_pts, positions_by_index) if index_by_pts is not None else None
@@ -508,12 +523,13 @@ def choose_frame_indices(survey: StreamSurvey, num_frames: int, rng) -> tuple:
 
 
 def read_video(path, num_frames: int = 16, preprocess: Preprocess | None = None,
-               jitter: bool = False, seed: int | None = None) -> tuple:
+               jitter: bool = False, seed: int | None = None, levels: bool = False) -> tuple:
     """Sample num_frames frames covering the whole video uniformly, upright, preprocessed as X-CLIP's processor does.
 
     Frames: the middle frame of each of num_frames equal segments (with jitter, a random frame of each segment,
     drawn from seed); segments of equal duration when the frame rate varies. Returns (frames (F, 3, S, S)
-    float32, info); raises VideoError (one line) on a bad file. The pixel aspect ratio is ignored, as in X-CLIP's
+    float32, info) (with levels, the uint8 levels before normalise_levels); raises VideoError (one line) on a
+    bad file. The pixel aspect ratio is ignored, as in X-CLIP's
     training pipeline (decord)."""
     if num_frames < 1:
         raise ValueError(f"num_frames must be at least 1, got {num_frames}")
@@ -544,7 +560,7 @@ def read_video(path, num_frames: int = 16, preprocess: Preprocess | None = None,
     info = {"path": str(path), "frames_decoded": decoded.frames_seen, "frames_in_stream": survey.num_frames,
             "frame_indices": [int(index) for index in frame_indices], "rotation": rotation, "mirrored": mirrored,
             "shape": list(decoded.frames.shape), "sampling": sampling, "warnings": notes}
-    return decoded.frames, info
+    return decoded.frames if levels else normalise_levels(decoded.frames, preprocess), info
 
 
 def decode_decodable(stream, path: Path, survey: StreamSurvey, frame_indices: list,
@@ -609,7 +625,7 @@ def read_video_windows(path, window_seconds: float, num_frames: int = 16, prepro
         if windows is None:
             raise VideoError(f"{path}: frames carry no timestamps and the stream no frame rate; cannot cut it "
                              f"into {window_seconds:g} s windows")
-        frame_bytes = 3 * preprocess.image_size ** 2 * 4
+        frame_bytes = 3 * preprocess.image_size ** 2 * 5  # uint8 levels, then float32 frames
         windows_per_pass = windows_per_pass or max(1, 256 * 2 ** 20 // (num_frames * frame_bytes))
         notes = list(survey.warnings)
         for first in range(0, len(windows), windows_per_pass):
@@ -624,7 +640,8 @@ def read_video_windows(path, window_seconds: float, num_frames: int = 16, prepro
                 repeat_filled(decoded)
             frames = decoded.frames.reshape(len(group), num_frames, *decoded.frames.shape[1:])  # (W, F, 3, S, S)
             for (start, end, _), window_frames in zip(group, frames):
-                yield {"start": start, "end": end, "frames": window_frames, "warnings": notes}
+                yield {"start": start, "end": end, "frames": normalise_levels(window_frames, preprocess),
+                       "warnings": notes}
                 notes = []
 
 
@@ -641,24 +658,26 @@ def view_seed(video_id: str, view: int, base_seed: int = VIEW_SEED) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
-def read_views(path, video_id: str, views: int, num_frames: int, preprocess: Preprocess) -> tuple:
-    """Frames of `views` samplings of one video, (K, F, 3, S, S) float32, and the first one's info.
+def read_views(path, video_id: str, views: int, num_frames: int, preprocess: Preprocess, levels: bool = False) -> tuple:
+    """Frames of `views` samplings of one video, (K, F, 3, S, S) float32 (uint8 with levels), and the first one's
+    info.
 
     One view is the middle frame of every segment (what a cache with (D,) entries holds); K > 1 views
     each take a random frame of every segment, seeded by view_seed(video_id, view). Raises VideoError.
     """
     if views == 1:
-        frames, info = read_video(path, num_frames=num_frames, preprocess=preprocess)
+        frames, info = read_video(path, num_frames=num_frames, preprocess=preprocess, levels=levels)
         return frames[None], info
     samples = [read_video(path, num_frames=num_frames, preprocess=preprocess, jitter=True,
-                          seed=view_seed(video_id, view)) for view in range(views)]
+                          seed=view_seed(video_id, view), levels=levels) for view in range(views)]
     return np.stack([frames for frames, _ in samples]), samples[0][1]  # (K, F, 3, S, S)
 
 
 class VideoClips:
     """A map-style Dataset over (video_id, path) pairs for a torch DataLoader: each item is one video's views
-    (K, F, 3, S, S), decoded in a worker, a bad video's error kept as text rather than raised, with its index
-    and the seconds its decoding took."""
+    (K, F, 3, S, S) as uint8 levels (a quarter of float32's bytes through the workers' pipes; normalised on the
+    device that encodes them), decoded in a worker, a bad video's error kept as text rather than raised, with its
+    index and the seconds its decoding took."""
 
     def __init__(self, items, num_frames: int, preprocess: Preprocess, views: int = 1):
         self.items, self.num_frames, self.preprocess, self.views = items, num_frames, preprocess, views
@@ -671,7 +690,8 @@ class VideoClips:
         started = time.perf_counter()
         sample = {"index": index, "video_id": video_id, "frames": None, "error": None, "warnings": []}
         try:
-            sample["frames"], info = read_views(path, video_id, self.views, self.num_frames, self.preprocess)
+            sample["frames"], info = read_views(path, video_id, self.views, self.num_frames, self.preprocess,
+                                                levels=True)
             sample["warnings"] = info.get("warnings", [])
         except VideoError as error:
             sample["error"] = str(error)
@@ -680,12 +700,15 @@ class VideoClips:
 
 
 def collate_clips(samples: list) -> dict:
-    """A DataLoader batch: the decodable clips stacked into frames (B, K, F, 3, S, S) (None when there are none),
-    the failures and warnings of the batch by video id, and every sample in order without its frames
-    ("samples": index, video_id, error, warnings, seconds; the n-th one without an error is row n of frames)."""
+    """A DataLoader batch: the decodable clips stacked into frames, a tensor (B, K, F, 3, S, S) of the samples' dtype
+    (None when there are none; a tensor, so that the DataLoader can pin it), the failures and warnings of the batch
+    by video id, and every sample in order without its frames ("samples": index, video_id, error, warnings,
+    seconds; the n-th one without an error is row n of frames)."""
+    import torch  # the DataLoader's workers have it loaded already
+
     good = [sample for sample in samples if sample["frames"] is not None]
     return {"video_ids": [sample["video_id"] for sample in good],
-            "frames": np.stack([sample["frames"] for sample in good]) if good else None,
+            "frames": torch.from_numpy(np.stack([sample["frames"] for sample in good])) if good else None,
             "failures": [(sample["video_id"], sample["error"]) for sample in samples if sample["frames"] is None],
             "warnings": [(sample["video_id"], warning) for sample in samples for warning in sample["warnings"]],
             "samples": [{key: value for key, value in sample.items() if key != "frames"} for sample in samples]}

@@ -4,10 +4,11 @@
 
 Serves http://127.0.0.1:7860 (--host, --port). The page shows the video, its n best captions with their
 length-normalised log-probabilities, and for a video longer than one --segment_seconds window the timeline of
-segment captions with SRT and WebVTT downloads. Every caption comes from inference.py's own functions
-(load_captioner, caption_video, caption_segments, format_srt, format_vtt): the page says what inference.py
-prints for the same video and flags. A video that cannot be read shows inference.py's one-line error. Runs on
-CPU. Needs the optional extra gradio: pip install -r requirements-extras.txt.
+segment captions with SRT and WebVTT downloads. Every caption comes from the functions inference.py runs
+(checkpoint.load_captioner, caption_video, caption_segments, format_srt, format_vtt): the page says what inference.py
+prints for the same video and flags. A video that cannot be read shows inference.py's one-line error. Runs on the
+GPU when there is one (--device auto), else on the CPU. Needs the optional extra gradio: pip install -r
+requirements-extras.txt.
 """
 import argparse
 import os
@@ -16,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from common import UserError, expand_video_paths, fail, is_video_file, non_negative, positive_int, write_text
-from inference import caption_segments, caption_video, format_srt, format_timestamp, format_vtt, load_captioner
+from inference import caption_segments, caption_video, format_srt, format_timestamp, format_vtt
 
 # gradio is imported inside build_page: it is an optional extra, and `demo.py --help` or a missing install
 # answer at once.
@@ -33,7 +34,8 @@ def parse_args(argv=None):
                         help="only to check against the checkpoint's own tokenizer (it is stored inside)")
     parser.add_argument("--xclip_model", default=None,
                         help="local copy of the checkpoint's X-CLIP (default: the name stored in the checkpoint)")
-    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where to run")
+    parser.add_argument("--device", default="auto", help="where to run: auto (a GPU when there is one), cpu, cuda or "
+                                                          "cuda:N")
     parser.add_argument("--examples", nargs="*", default=[],
                         help="videos offered as examples under the upload box: files, folders or glob patterns")
     parser.add_argument("--num_captions", type=positive_int, default=3, help="captions shown per video: the best beams")
@@ -132,7 +134,11 @@ def serve(args, prevent_thread_lock=False):
         import gradio as gr
     except ImportError:
         raise UserError(GRADIO_MISSING) from None
-    captioner = load_captioner(args)
+    from checkpoint import load_captioner
+    from common import resolve_device
+
+    captioner = load_captioner(args.model_path, resolve_device(args.device), args.xclip_model,
+                               args.tokenizer_path)
     subtitle_dir = tempfile.mkdtemp(prefix="demo-subtitles-")
     page = build_page(captioner, args, subtitle_dir)
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],  # system fonts: no font download

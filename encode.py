@@ -34,10 +34,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from annotations import SPLIT_NAMES, add_data_arguments, load_dataset
-from common import (DEFAULT_XCLIP, UserError, count, expand_video_paths, fail, interrupted, one_line, positive_int,
-                    resolve_device, save_array, write_text)
+from common import (DEFAULT_XCLIP, UserError, count, default_workers, expand_video_paths, fail, interrupted, one_line,
+                    gpu_has_native_bf16, positive_int, resolve_device, save_array, set_device, write_text)
 from dataset import (VIEW_SEED, XCLIP_MEAN, XCLIP_STD, Preprocess, VideoClips, VideoError, collate_clips,
-                     share_cores)
+                     normalise_levels, share_cores)
 from model import XClipEncoder
 
 
@@ -53,6 +53,9 @@ def load_encoder(name_or_path=DEFAULT_XCLIP, encode_dtype="fp32", device="cpu"):
     encoder = XClipEncoder(name_or_path, dtype=torch.float32).to(device)
     if encode_dtype != "bf16":
         return encoder, None
+    if torch.device(device).type == "cuda" and not gpu_has_native_bf16(device):
+        warnings.warn(f"{torch.cuda.get_device_name(device)} only emulates bf16: --encode_dtype fp32 is faster here",
+                      stacklevel=2)
     reference, encoder = encoder, copy.deepcopy(encoder)
     encoder.model.to(torch.bfloat16)
     encoder.dtype = torch.bfloat16
@@ -301,46 +304,60 @@ def open_cache(encoder, cache_dir, dtype_name: str = "fp32", views: int = 1, wit
 # Encoding
 
 def encoded_batches(items, encoder, preprocess, views: int = 1, with_frames: bool = False, batch_size: int = 8,
-                    num_workers: int = 2, reference_encoder=None):
+                    num_workers: int | None = None, reference_encoder=None, to_cpu: bool = True):
     """Decode (video_id, path) items in DataLoader workers while the encoder encodes the previous batches, and
     yield each collated batch (dataset.collate_clips), in order, with what X-CLIP made of its clips: "latents"
     (B, K, D) and, with with_frames, "frame_features" (B, K, F, D) (None for a batch of broken videos only),
     and "encode_seconds".
-    The workers stay at most a few batches ahead, so memory is bounded whatever the number of videos.
-    reference_encoder (fp32) is compared with the encoder on the first batch (a bf16 encoder's distance)."""
+    The workers (None: common.default_workers, one per core) stay at most a few batches ahead, so memory is
+    bounded whatever the number of videos. Frames travel as uint8 levels, pinned when the encoder is on a GPU,
+    and are normalised there. reference_encoder (fp32) is compared with the encoder on the first batch (a bf16
+    encoder's distance). to_cpu=False leaves the latents on the encoder's device (for a decoder there)."""
+    num_workers = default_workers() if num_workers is None else num_workers
+    device = torch.device(getattr(encoder, "device", "cpu"))
     loader = DataLoader(VideoClips(items, encoder.num_frames, preprocess, views), batch_size=batch_size,
                         num_workers=num_workers, collate_fn=collate_clips, persistent_workers=False,
-                        prefetch_factor=4 if num_workers else None,
+                        prefetch_factor=4 if num_workers else None, pin_memory=device.type == "cuda",
                         worker_init_fn=functools.partial(share_cores, num_workers))
     for batch in loader:
         started = time.perf_counter()
         batch["latents"] = batch["frame_features"] = None
         if batch["frames"] is not None:
             batch["latents"], batch["frame_features"] = encode_clips(encoder, batch["frames"], with_frames,
-                                                                     reference_encoder)
+                                                                     reference_encoder, preprocess, to_cpu)
             reference_encoder = None
         batch["encode_seconds"] = time.perf_counter() - started
         yield batch
 
 
-def encode_clips(encoder, frames, with_frames: bool = False, reference_encoder=None) -> tuple:
-    """Frames (B, K, F, 3, S, S) -> (latents (B, K, D), per-frame features (B, K, F, D) or None), on the CPU; with
-    reference_encoder, print how close the encoder's latents are to it (a bf16 encoder against its fp32 twin)."""
-    clips = torch.from_numpy(frames).flatten(0, 1)  # (B*K, F, 3, S, S)
+def encode_clips(encoder, frames, with_frames: bool = False, reference_encoder=None, preprocess=None,
+                 to_cpu: bool = True) -> tuple:
+    """Frames (B, K, F, 3, S, S) -> (latents (B, K, D), per-frame features (B, K, F, D) or None), on the CPU (with
+    to_cpu=False, where the encoder left them); with reference_encoder, print how close the encoder's latents are
+    to it (a bf16 encoder against its fp32 twin).
+
+    frames: float32 frames, or uint8 levels (a tensor, pinned for a GPU) that are copied to the encoder's device
+    without waiting and normalised there with preprocess (dataset.normalise_levels: the same bits as on the CPU)."""
+    clips = torch.as_tensor(frames).flatten(0, 1)  # (B*K, F, 3, S, S)
+    if clips.dtype == torch.uint8:
+        clips = normalise_levels(clips.to(getattr(encoder, "device", "cpu"), non_blocking=True), preprocess)
     views = frames.shape[1]
     if with_frames:
         latents, frame_features = encoder.encode_with_frames(clips)  # (B*K, D), (B*K, F, D)
-        frame_features = frame_features.unflatten(0, (-1, views)).cpu()  # (B, K, F, D)
+        frame_features = frame_features.unflatten(0, (-1, views))  # (B, K, F, D)
     else:
         latents, frame_features = encoder.encode(clips), None  # (B*K, D)
     if reference_encoder is not None:
         cosine = torch.nn.functional.cosine_similarity(latents, reference_encoder.encode(clips), dim=-1)
         tqdm.write(f"{encoder.dtype} vs fp32 on the first batch: cosine similarity "
                    f"mean {cosine.mean():.5f}, min {cosine.min():.5f}")
-    return latents.unflatten(0, (-1, views)).cpu(), frame_features  # (B, K, D)
+    latents = latents.unflatten(0, (-1, views))  # (B, K, D)
+    if to_cpu:  # the cache writes them; a decoder on the same GPU reads them where they are
+        latents, frame_features = latents.cpu(), None if frame_features is None else frame_features.cpu()
+    return latents, frame_features
 
 
-def encode_videos(items, encoder, cache, preprocess, batch_size=8, num_workers=2, strict=False,
+def encode_videos(items, encoder, cache, preprocess, batch_size=8, num_workers=None, strict=False,
                   shard=0, num_shards=1, reference_encoder=None, progress=True) -> dict:
     """Encode every (video_id, path) not yet in the cache. Returns counts and the failures.
 
@@ -404,23 +421,31 @@ def format_summary(summary: dict, cache) -> str:
     return line
 
 
-def split_latents(dataset, splits, encoder, cache_dir, encode_dtype="fp32", num_workers=2, barrier=None, views=1,
-                  frame_features=False):
-    """({split: (video ids, latents (N, D) float32)}, cache), encoding what the cache lacks first.
+def split_latents(dataset, splits, encoder, cache_dir, encode_dtype="fp32", num_workers=None, barrier=None, views=1,
+                  frame_features=False, batch_size=8):
+    """({split: (video ids, latents (N, D) float32)}, cache), encoding what the cache lacks first, batch_size
+    videos at a time.
 
     With views K > 1 the arrays are (N, K, D); with frame_features they hold per-frame features instead,
     (N, F, D) or (N, K, F, D). Videos that cannot be decoded are reported and left out of their split.
-    Under torchrun each rank encodes its own shard; barrier() (torch.distributed.barrier) waits for all.
+    Under torchrun each rank encodes its own shard; barrier(problem) waits for all of them and raises on
+    every rank when one failed (problem: this rank's error, or None).
     """
     cache, preprocess = open_cache(encoder, cache_dir, encode_dtype, views, with_frames=frame_features)
     items = [(vid, dataset.video_path(vid)) for split in splits for vid in dataset.splits[split]]
     shard, num_shards = torchrun_shard()
-    summary = encode_videos(items, encoder, cache, preprocess, num_workers=num_workers, shard=shard,
-                            num_shards=num_shards)
-    if summary["encoded"] or summary["failed"]:
-        print(format_summary(summary, cache))
+    problem = None
+    try:
+        summary = encode_videos(items, encoder, cache, preprocess, batch_size=batch_size, num_workers=num_workers,
+                                shard=shard, num_shards=num_shards)
+        if summary["encoded"] or summary["failed"]:
+            print(format_summary(summary, cache))
+    except (UserError, OSError) as error:  # under torchrun the other ranks must hear of it, not wait for it
+        if barrier is None:
+            raise
+        problem = error
     if barrier is not None:
-        barrier()
+        barrier(problem)
     result = {}
     for split in splits:
         ids = [vid for vid in dataset.splits[split] if cache.has(vid)]  # broken videos have no entry
@@ -519,9 +544,14 @@ def parse_args(argv=None):
                              "samplings, cached together as (K, D) in a cache named jitKs0")
     parser.add_argument("--frames", action="store_true",
                         help="also cache the per-frame features (F, D) that train.py --decoder attention reads")
-    parser.add_argument("--batch_size", type=positive_int, default=8, help="videos per encoder batch")
-    parser.add_argument("--num_workers", type=count, default=2, help="DataLoader workers decoding videos (0 = in process)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--batch_size", type=positive_int, default=8,
+                        help="videos per encoder batch (a GPU encodes more at once: try 32)")
+    parser.add_argument("--num_workers", type=count, default=None,
+                        help="DataLoader workers decoding videos (default: one per available core, shared among "
+                             "torchrun's processes on the machine; 0 = in process)")
+    parser.add_argument("--device", default="auto",
+                        help="auto (a GPU when there is one), cpu, cuda or cuda:N; under torchrun each process "
+                             "takes cuda:LOCAL_RANK")
     parser.add_argument("--strict", action="store_true", help="stop at the first broken video")
     parser.add_argument("--shard", type=count, default=0,
                         help="encode only shard K of --num_shards (a cluster job array); under torchrun each "
@@ -535,7 +565,9 @@ def main(args) -> int:
         return fail(f"--shard {args.shard}: pass 0 to {args.num_shards - 1} (shards are numbered from 0)")
     try:
         items = items_for(args)
-        encoder, reference = load_encoder(args.xclip_model, args.encode_dtype, resolve_device(args.device))
+        device = resolve_device(args.device)
+        set_device(device)
+        encoder, reference = load_encoder(args.xclip_model, args.encode_dtype, device)
         cache, preprocess = open_cache(encoder, args.cache_dir, args.encode_dtype, args.views, args.frames)
         shard, num_shards = torchrun_shard(args.shard, args.num_shards)
         summary = encode_videos(items, encoder, cache, preprocess, batch_size=args.batch_size,

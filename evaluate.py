@@ -39,8 +39,7 @@ from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer import ptbtokenizer
 
 from annotations import add_data_arguments, load_dataset
-from checkpoint import (checkpoint_digest, decoder_from_checkpoint, encoder_from_checkpoint, load_checkpoint,
-                        tokenizer_from_checkpoint)
+from checkpoint import checkpoint_digest, load_captioner, load_checkpoint
 from common import (UserError, check_writable, count, fail, interrupted, non_negative, one_line, positive_int,
                     resolve_device, write_json, write_text)
 from diagnostics import caption_diagnostics, collapse_warning, format_diagnostics, format_report
@@ -326,9 +325,9 @@ def same_data_as_training(args, checkpoint) -> None:
                       stacklevel=2)
 
 
-def split_inputs(args, checkpoint, dataset, decoder, device) -> tuple:
-    """(video ids, features) of --split: from the latent cache (encoding what it lacks), or from --features for a
-    checkpoint trained on precomputed features."""
+def split_inputs(args, checkpoint, dataset, decoder, encoder) -> tuple:
+    """(video ids, features) of --split: from the latent cache (encoding what it lacks with encoder, the X-CLIP
+    the checkpoint names), or from --features for a checkpoint trained on precomputed features."""
     record = checkpoint["encoder"]
     if record.get("kind") == "features":
         features_by_split, found = split_features(dataset, [args.split], args.features, decoder.config.uses_frames)
@@ -336,10 +335,9 @@ def split_inputs(args, checkpoint, dataset, decoder, device) -> tuple:
             raise UserError(f"{args.features}: features of size {found['latent_dim']}, but {args.model_path} was "
                             f"trained on size {record['latent_dim']} ({record.get('name')})")
         return features_by_split[args.split]
-    dtype = torch.bfloat16 if record.get("dtype") == "bf16" else torch.float32
-    encoder = encoder_from_checkpoint(checkpoint, args.xclip_model, dtype=dtype, device=device)
     features_by_split, _ = split_latents(dataset, [args.split], encoder, args.cache_dir, record.get("dtype", "fp32"),
-                                         args.num_workers, views=args.views, frame_features=decoder.config.uses_frames)
+                                         args.num_workers, views=args.views, frame_features=decoder.config.uses_frames,
+                                         batch_size=args.encode_batch_size)
     video_ids, features = features_by_split[args.split]  # (N, D) or (N, F, D); (N, K, ...) with views
     return video_ids, features.mean(axis=1) if args.views > 1 else features
 
@@ -349,8 +347,6 @@ def evaluate_checkpoint(args, java=None) -> dict:
     checkpoint's digest, which export.py checks before it puts the scores in a model card."""
     device = resolve_device(args.device)
     checkpoint = load_checkpoint(args.model_path)
-    decoder = decoder_from_checkpoint(checkpoint).to(device)
-    tokenizer = tokenizer_from_checkpoint(checkpoint)
     same_data_as_training(args, checkpoint)
     record = checkpoint["encoder"]
     if (record.get("kind") == "features") != bool(args.features):
@@ -358,7 +354,9 @@ def evaluate_checkpoint(args, java=None) -> dict:
             f"precomputed features ({record.get('name')}, shape {record.get('shape')}); pass --features DIR of the "
             f"same kind" if args.features is None else "videos through X-CLIP; leave --features out"))
     dataset = load_dataset(args, check_videos=not args.features)
-    video_ids, features = split_inputs(args, checkpoint, dataset, decoder, device)
+    encoder, decoder, tokenizer, _ = load_captioner(checkpoint, device, args.xclip_model,
+                                                    with_encoder=not args.features)
+    video_ids, features = split_inputs(args, checkpoint, dataset, decoder, encoder)
     features = control_features(torch.from_numpy(features).to(device), args.control)
     captions = caption_features(decoder, tokenizer, features, args.beam_size, args.max_len, args.batch_size,
                                 args.length_penalty)
@@ -404,8 +402,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="beams are ranked by log-probability / length ** this (0 = no length normalisation)")
     parser.add_argument("--max_len", type=positive_int, default=30, help="max caption length in tokens")
     parser.add_argument("--batch_size", type=positive_int, default=256, help="videos per beam-search batch")
-    parser.add_argument("--num_workers", type=count, default=2, help="DataLoader workers decoding videos for the cache")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run")
+    parser.add_argument("--num_workers", type=count, default=None,
+                        help="DataLoader workers decoding videos for the cache (default: one per available core; 0 = "
+                             "in process)")
+    parser.add_argument("--encode_batch_size", type=positive_int, default=8,
+                        help="videos X-CLIP encodes at once while it builds the cache (a GPU takes more: try 32)")
+    parser.add_argument("--device", default="auto", help="where to run: auto (a GPU when there is one), cpu, cuda or "
+                                                          "cuda:N")
     parser.add_argument("--control", default="none", choices=["none", "shuffled", "zeros"],
                         help="sanity control: shuffle latents across videos, or zero them (scores should collapse)")
     parser.add_argument("--out", default="",

@@ -35,7 +35,8 @@ def parse_args(argv=None):
                         help="only to check against the checkpoint's own tokenizer (it is stored inside)")
     parser.add_argument("--xclip_model", default=None,
                         help="local copy of the checkpoint's X-CLIP (default: the name stored in the checkpoint)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run")
+    parser.add_argument("--device", default="auto", help="where to run: auto (a GPU when there is one), cpu, cuda or "
+                                                          "cuda:N")
     parser.add_argument("--beam_size", type=positive_int, default=5, help="beam width (1 = greedy)")
     parser.add_argument("--num_captions", type=positive_int, default=1,
                         help="captions per video: the best beams (beam size raised to it if smaller), or samples")
@@ -58,9 +59,9 @@ def parse_args(argv=None):
     parser.add_argument("--json", action="store_true", help="print one JSON object per video")
     parser.add_argument("--batch_size", type=positive_int, default=8,
                         help="with several videos: videos encoded and captioned together")
-    parser.add_argument("--num_workers", type=count, default=2,
+    parser.add_argument("--num_workers", type=count, default=None,
                         help="with several videos: DataLoader workers decoding them while others are encoded "
-                             "(0 = in this process)")
+                             "(default: one per available core; 0 = in this process)")
     return parser.parse_args(argv)
 
 
@@ -231,24 +232,6 @@ def print_result(result, path, several, as_json):
             print(f"  {score}{item['caption']}", flush=True)
 
 
-def load_captioner(args):
-    """(encoder, decoder, tokenizer, preprocess) of the checkpoint --model_path, on --device."""
-    from checkpoint import decoder_from_checkpoint, encoder_from_checkpoint, load_checkpoint, tokenizer_from_checkpoint
-    from common import resolve_device
-    from dataset import Preprocess
-
-    device = resolve_device(args.device)
-    checkpoint = load_checkpoint(args.model_path)
-    record = checkpoint["encoder"]
-    if record.get("kind") == "features":
-        raise UserError(f"{args.model_path}: this checkpoint needs precomputed features ({record.get('name')}, shape "
-                        f"{record.get('shape')}), not videos; caption its features with evaluate.py --features DIR")
-    tokenizer = tokenizer_from_checkpoint(checkpoint, args.tokenizer_path)
-    decoder = decoder_from_checkpoint(checkpoint).to(device)
-    encoder = encoder_from_checkpoint(checkpoint, args.xclip_model, device=device)
-    return encoder, decoder, tokenizer, Preprocess.from_dict(checkpoint["encoder"]["preprocess"])
-
-
 def caption_path(path, captioner, args) -> dict:
     """One video's result as main prints it: its captions, or with --segment_seconds its segments."""
     if args.segment_seconds:
@@ -269,7 +252,7 @@ def caption_many(paths, captioner, args):
     threads = torch.get_num_threads() if args.num_workers == 0 else 1
     items = [(Path(path).stem, path) for path in paths]  # the file name seeds --views, as caption_video does
     for batch in encoded_batches(items, encoder, preprocess, args.views, decoder.config.uses_frames,
-                                 args.batch_size, args.num_workers):
+                                 args.batch_size, args.num_workers, to_cpu=False):
         captions, shares = [], {}
         if batch["latents"] is not None:
             features = batch["frame_features"] if decoder.config.uses_frames else batch["latents"]  # (B, K, ...)
@@ -329,7 +312,8 @@ def report(path, outcome, args, several) -> bool:
 def main(args) -> int:
     from tqdm import tqdm
 
-    from common import expand_video_paths
+    from checkpoint import load_captioner
+    from common import expand_video_paths, resolve_device
 
     for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 are printed escaped, not a crash
         if hasattr(stream, "reconfigure"):
@@ -345,7 +329,8 @@ def main(args) -> int:
             raise UserError(problem)
         check_writable(args.srt, "--srt")
         check_writable(args.vtt, "--vtt")
-        captioner = load_captioner(args)
+        captioner = load_captioner(args.model_path, resolve_device(args.device), args.xclip_model,
+                                   args.tokenizer_path)
         for path, outcome in outcomes(paths, captioner, args):
             with tqdm.external_write_mode():
                 failures += not report(path, outcome, args, len(paths) > 1)

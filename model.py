@@ -80,6 +80,10 @@ class XClipEncoder(nn.Module):
                 "if offline, download it elsewhere (hf download "
                 f"{DEFAULT_XCLIP} --local-dir xclip) and pass --xclip_model xclip") from None
         self.name_or_path = str(name_or_path)
+        # The projections the fingerprints hash, kept as loaded (before any cast), so that an encoder cast to bf16
+        # has the fingerprint of its fp32 weights: a checkpoint trained on a bf16 cache names the same X-CLIP.
+        self.projections = {name: getattr(model, name).weight.detach().float().cpu().clone()
+                            for name in ("visual_projection", "text_projection")}
         self.model = model.to(dtype).eval().requires_grad_(False)
         self.dtype = dtype
         vision = model.config.vision_config
@@ -87,14 +91,21 @@ class XClipEncoder(nn.Module):
         self.image_size = int(vision.image_size)
         self.latent_dim = int(model.config.projection_dim)
 
-    def fingerprint(self):
-        """Short hash of the video side's config and the visual projection's weights: equal for a hub model and a
-        local copy of it, whatever their paths."""
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def fingerprint(self, rounded_to=None):
+        """Short hash of the video side's config and the visual projection's weights as loaded: equal for a hub
+        model and a local copy of it, whatever their paths, and whatever dtype the encoder runs in. rounded_to
+        (torch.bfloat16): the weights rounded to that dtype first, as caches and checkpoints made in bf16 by
+        earlier versions recorded them."""
         config = self.model.config
         described = {name: getattr(config.vision_config, name, None) for name in VIDEO_CONFIG_FIELDS}
         described["projection_dim"] = config.projection_dim
         digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode())
-        digest.update(self.model.visual_projection.weight.detach().float().cpu().numpy().tobytes())
+        weight = self.projections["visual_projection"]
+        digest.update((weight if rounded_to is None else weight.to(rounded_to).float()).numpy().tobytes())
         return digest.hexdigest()[:12]
 
     def legacy_fingerprint(self, name_or_path=None):
@@ -109,13 +120,15 @@ class XClipEncoder(nn.Module):
         finally:
             config._name_or_path = loaded_as
         for name in ("visual_projection", "text_projection"):
-            digest.update(getattr(self.model, name).weight.detach().float().cpu().numpy().tobytes())
+            digest.update(self.projections[name].numpy().tobytes())
         return digest.hexdigest()[:12]
 
     def made(self, fingerprint, name_or_path=None) -> bool:
         """Whether latents recorded with this fingerprint (and encoder name) came from this encoder's weights:
-        its fingerprint, or the legacy one of the name they were recorded with."""
-        return fingerprint == self.fingerprint() or fingerprint == self.legacy_fingerprint(name_or_path)
+        its fingerprint, the one earlier versions recorded for it in bf16, or the legacy one of the name they
+        were recorded with."""
+        return fingerprint in (self.fingerprint(), self.fingerprint(rounded_to=torch.bfloat16),
+                               self.legacy_fingerprint(name_or_path))
 
     @torch.inference_mode()
     def encode(self, pixel_values):
@@ -260,8 +273,15 @@ class CaptionDecoder(nn.Module):
             return self._run_attending(inputs, h, c, features)
         if self.config.latent_every_step:
             inputs = torch.cat([inputs, features[:, None].expand(-1, tokens.size(1), -1)], dim=-1)
-        outputs, (h, c) = self.lstm(inputs, (h, c))  # (B, T, H)
+        outputs, (h, c) = self._lstm(inputs, h, c)  # (B, T, H)
         return self.dropout(outputs), (h, c, features)
+
+    def _lstm(self, inputs, h, c):
+        """The LSTM in fp32 whatever autocast is on: CUDA autocast would run cuDNN's LSTM in fp16 even under
+        bf16 autocast, and without a gradient scaler its small gradients could vanish. The layers around it (the
+        projections, attention, the output head) still take autocast's dtype."""
+        with torch.autocast(inputs.device.type, enabled=False):
+            return self.lstm(inputs.float(), (h.float(), c.float()))
 
     def _run_attending(self, inputs, h, c, frames):
         """Embedded tokens (B, T, E) one step at a time, each step's input joined by the frame context
@@ -271,7 +291,7 @@ class CaptionDecoder(nn.Module):
         for position in range(inputs.size(1)):
             context, _ = self.attention(frames, keys, h[-1])  # (B, D)
             step_input = torch.cat([inputs[:, position], context.to(inputs.dtype)], dim=-1)[:, None]  # (B, 1, E+D)
-            output, (h, c) = self.lstm(step_input, (h, c))  # (B, 1, H)
+            output, (h, c) = self._lstm(step_input, h, c)  # (B, 1, H)
             outputs.append(output)
         return self.dropout(torch.cat(outputs, dim=1)), (h, c, frames)
 

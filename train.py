@@ -17,6 +17,7 @@ so --resume stays exact); validation averages them. --decoder attention trains t
 attends over X-CLIP's per-frame features (cached beside the latents) instead of the pooled latent.
 """
 import argparse
+import datetime
 import json
 import math
 import os
@@ -33,8 +34,8 @@ from tqdm import tqdm
 
 from annotations import add_data_arguments, load_dataset, normalize_caption
 from checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
-from common import (DEFAULT_XCLIP, UserError, count, fail, fraction, interrupted, non_negative, one_line,
-                    positive_float, positive_int, resolve_device, write_text)
+from common import (DEFAULT_XCLIP, UserError, count, fail, fraction, gpu_has_native_bf16, interrupted, non_negative,
+                    one_line, positive_float, positive_int, resolve_device, set_device, write_text)
 from curves import TENSORBOARD_MISSING, add_scalars, open_tensorboard, redraw, tensorboard_available
 from encode import load_encoder, split_features, split_latents
 from evaluate import score_captions
@@ -57,7 +58,11 @@ def parse_args(argv=None):
                       help="samplings per video in the cache (1 = middle frames; K > 1 = K jittered ones, one "
                            "drawn per video each epoch, their mean used for validation)")
     data.add_argument("--max_len", type=positive_int, default=30, help="max caption length in tokens (EOS included)")
-    data.add_argument("--num_workers", type=count, default=2, help="DataLoader workers decoding videos for the cache")
+    data.add_argument("--num_workers", type=count, default=None,
+                      help="DataLoader workers decoding videos for the cache (default: one per available core, shared "
+                           "among torchrun's processes; 0 = in process)")
+    data.add_argument("--encode_batch_size", type=positive_int, default=8,
+                      help="videos X-CLIP encodes at once while it builds the cache (a GPU takes more: try 32)")
     model = parser.add_argument_group("decoder")
     model.add_argument("--embed_dim", type=positive_int, default=256, help="token embedding size")
     model.add_argument("--hidden_dim", type=positive_int, default=512, help="LSTM hidden size")
@@ -89,7 +94,9 @@ def parse_args(argv=None):
     run.add_argument("--beam_size", type=positive_int, default=3, help="beam size for validation captions")
     run.add_argument("--val_videos", type=count, default=0, help="caption only the first N val videos for CIDEr (0 = all)")
     run.add_argument("--out_dir", default="models", help="where last.pt, best.pt and log.jsonl go")
-    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="training device")
+    run.add_argument("--device", default="auto",
+                     help="training device: auto (a GPU when there is one), cpu, cuda or cuda:N; under torchrun each "
+                          "process takes cuda:LOCAL_RANK")
     run.add_argument("--seed", type=count, default=0, help="random seed (batches, dropout, init)")
     run.add_argument("--resume", action="store_true", help="continue from out_dir/last.pt")
     run.add_argument("--overwrite", action="store_true",
@@ -184,8 +191,9 @@ def split_features_or_latents(args, dataset, device, world_size) -> tuple:
         return split_features(dataset, ["train", "val"], args.features, frame_features)
     encoder, _ = load_encoder(args.xclip_model, args.encode_dtype, device)
     features_by_split, cache = split_latents(dataset, ["train", "val"], encoder, args.cache_dir, args.encode_dtype,
-                                             args.num_workers, barrier=dist.barrier if world_size > 1 else None,
-                                             views=args.views, frame_features=frame_features)
+                                             args.num_workers, barrier=cache_barrier() if world_size > 1 else None,
+                                             views=args.views, frame_features=frame_features,
+                                             batch_size=args.encode_batch_size)
     return features_by_split, dict(cache.meta)  # the encoder is let go: the cache is all training needs
 
 
@@ -267,10 +275,12 @@ def cpu_has_native_bf16() -> bool:
 
 
 def use_bf16(choice: str, device) -> bool:
-    """--bf16 auto|on|off on this device: auto is on for GPUs and for CPUs with native bf16."""
+    """--bf16 auto|on|off on this device: auto is on for GPUs and CPUs with native bf16."""
     if choice != "auto":
         return choice == "on"
-    return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+    if device.type == "cuda":
+        return gpu_has_native_bf16(device)
+    return device.type == "cpu" and cpu_has_native_bf16()
 
 
 def run_epoch(model, features, video_index, rows, batch_size, device, optimizer=None, scheduler=None,
@@ -278,7 +288,7 @@ def run_epoch(model, features, video_index, rows, batch_size, device, optimizer=
     """One pass over the captions; trains when an optimizer is given. Returns the mean loss.
 
     Batches come from epoch_batches (shuffled by generator, of similar lengths with buckets). bf16: autocast the
-    decoder to bfloat16 (None: on CUDA only). Under torchrun every rank draws the same global batches and takes
+    decoder to bfloat16 (None: on GPUs with native bf16 only). Under torchrun every rank draws the same global batches and takes
     its slice rank::world_size of each; the loss is rescaled so that DDP's gradient average equals the
     single-process gradient of the whole batch (a token-weighted mean), whatever the ranks' token counts.
     """
@@ -288,7 +298,7 @@ def run_epoch(model, features, video_index, rows, batch_size, device, optimizer=
     rows, video_index = torch.from_numpy(rows), torch.from_numpy(video_index)
     lengths = (rows != pad_id).sum(1)  # (N,) tokens per caption
     batches = epoch_batches(lengths, batch_size, training, generator, buckets)
-    bf16 = device.type == "cuda" if bf16 is None else bf16
+    bf16 = (device.type == "cuda" and gpu_has_native_bf16(device)) if bf16 is None else bf16
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     # Bucketed batches differ in length, and a batch's loss is its tokens' mean: weigh each batch by its tokens
     # (against the epoch's mean per batch), so that every token counts alike, as in batches of mixed lengths.
@@ -345,16 +355,40 @@ def validate(decoder, tokenizer, val: Split, features, references, args, device)
 # The run: distributed set-up, resume, the epoch loop and its files
 
 def setup_distributed(device_name):
-    """(rank, world_size, device). torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; plain python is rank 0 of 1."""
+    """(rank, world_size, device). torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; plain python is rank 0 of 1.
+    The device is common.resolve_device's: under torchrun, cuda:LOCAL_RANK."""
     device = torch.device(resolve_device(device_name))
+    set_device(device)
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     if world_size == 1:
         return 0, 1, device
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return dist.get_rank(), world_size, device
+
+
+# Ranks wait at the cache for the slowest one to finish encoding its shard: hours for a large dataset, far beyond
+# the process group's 10 minutes, so that wait has a group of its own (gloo, on the CPU) with this timeout.
+CACHE_WAIT = datetime.timedelta(hours=24)
+
+
+class OtherRankFailed(UserError):
+    """Another torchrun process failed (and printed its own error); this one stops too."""
+
+
+def cache_barrier():
+    """barrier(problem) for split_latents under torchrun: wait for every rank to build its shard of the cache,
+    then stop every rank when one failed; the failed rank raises its own error, the others OtherRankFailed."""
+    group = dist.new_group(backend="gloo", timeout=CACHE_WAIT)
+
+    def barrier(problem=None):
+        failed = torch.tensor([int(problem is not None)])
+        dist.all_reduce(failed, group=group)  # the number of ranks that failed
+        if problem is not None:
+            raise problem
+        if failed.item():
+            raise OtherRankFailed(f"{failed.item()} of the {dist.get_world_size()} processes failed while building "
+                                  "the cache (their error is above); every process stops")
+    return barrier
 
 
 def restore(resume, decoder, optimizer, scheduler, out_dir) -> tuple:
@@ -496,6 +530,8 @@ def main(args) -> int:
                   f"{len(data.val.video_ids)} videos, {len(data.val.rows)} captions; device {device}"
                   + (f" x {world_size} processes" if world_size > 1 else ""))
         train(args, data, build_decoder(args, data), rank, world_size, device)
+    except OtherRankFailed as error:
+        return fail(error) if rank == 0 else 2  # one line for the run, beside the failed rank's own
     except UserError as error:
         return fail(error)
     except OSError as error:  # a folder that cannot be made or written, a disk that fills up

@@ -30,11 +30,9 @@ from tqdm import tqdm
 
 import inference
 from annotations import load_msrvtt
-from checkpoint import (decoder_from_checkpoint, encoder_from_checkpoint, load_checkpoint, make_checkpoint,
-                        save_checkpoint, tokenizer_from_checkpoint)
+from checkpoint import load_captioner, make_checkpoint, save_checkpoint
 from common import UserError, fail
 from create_tokenizer import train_captions, train_tokenizer
-from dataset import Preprocess
 from encode import encode_videos, load_encoder, open_cache
 from model import CaptionDecoder, DecoderConfig
 from synthetic import make_synthetic_msrvtt, make_tiny_xclip
@@ -158,10 +156,7 @@ def write_long_video(path, minutes, size=(320, 240), fps=30, seed=0):
 def measure_long_video(path, model_path, xclip_model, warmup_path=None):
     """Seconds and peak-RSS rise (MiB) of captioning one clip, after the model is loaded and has captioned
     warmup_path (a small clip; default: this one), so that only what this clip needs counts."""
-    checkpoint = load_checkpoint(model_path)
-    encoder = encoder_from_checkpoint(checkpoint, str(xclip_model))
-    decoder, tokenizer = decoder_from_checkpoint(checkpoint), tokenizer_from_checkpoint(checkpoint)
-    preprocess = Preprocess.from_dict(checkpoint["encoder"]["preprocess"])
+    encoder, decoder, tokenizer, preprocess = load_captioner(model_path, "cpu", str(xclip_model))
     inference.caption_video(warmup_path or path, encoder, decoder, tokenizer, preprocess, beam_size=1, max_len=5)
     before = rss_mib()
     resettable = reset_peak_rss()
