@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import json
 import pickle
+import re
 import sys
 from pathlib import Path
 
@@ -264,6 +265,32 @@ def save_folder(checkpoint: dict, out_dir, readme: str | None = None) -> Path:
         write_text(out_dir / "README.md", readme)
     write_text(out_dir / CONFIG_FILE, config)
     return out_dir
+
+
+def written_by_export(entry: Path) -> bool:
+    """True for a file of a folder save_folder wrote (or began to write before it was killed): config.json that is a
+    captioner's, model.safetensors holding a decoder's latent statistics, tokenizer.model and README.md beside one of
+    those, and atomic_write's temporary files. Anything else is someone else's, and export.py leaves it alone."""
+    entry = Path(entry)
+    if re.fullmatch(r"\.(.+)\.tmp\d+", entry.name):
+        return re.fullmatch(r"\.(.+)\.tmp\d+", entry.name)[1] in FOLDER_FILES + ("README.md",)
+    if not entry.is_file():
+        return False
+    if entry.name == CONFIG_FILE:
+        try:
+            config = json.loads(entry.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return False
+        return isinstance(config, dict) and "format_version" in config and "decoder_config" in config
+    if entry.name == WEIGHTS_FILE:
+        try:
+            with safetensors.safe_open(entry, framework="pt") as weights:
+                return {"latent_mean", "latent_std"} <= set(weights.keys())
+        except (safetensors.SafetensorError, OSError):
+            return False
+    if entry.name in (TOKENIZER_FILE, "README.md"):
+        return any(written_by_export(entry.with_name(name)) for name in (CONFIG_FILE, WEIGHTS_FILE))
+    return False
 
 
 def decoder_from_checkpoint(checkpoint: dict) -> CaptionDecoder:

@@ -94,6 +94,49 @@ def check_writable(path, flag: str) -> None:
         raise UserError(f"{flag} {path}: {folder} is not writable; pass a writable path")
 
 
+def same_file(first, second) -> bool:
+    """True when two paths name one file: the same resolved path (.., links followed), or, when both exist, the
+    same inode (a hard link)."""
+    if os.path.realpath(first) == os.path.realpath(second):
+        return True
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return False
+
+
+def check_outputs(outputs, inputs=()) -> None:
+    """UserError now, before any work, when an output would replace an input of the same run or another output of
+    it. outputs and inputs are (flag, path) pairs; empty paths (not asked for) are left out. A folder among the
+    inputs is one read whole (an exported model, a features folder): an existing file inside it is an input too."""
+    outputs = [(flag, Path(path)) for flag, path in outputs if path]
+    inputs = [(flag, Path(path)) for flag, path in inputs if path]
+    for index, (flag, path) in enumerate(outputs):
+        for other_flag, other in outputs[:index]:
+            if same_file(path, other):
+                raise UserError(f"{flag} {path}: the same file as {other_flag} {other}; pass two different paths")
+        for input_flag, source in inputs:
+            resolved = Path(os.path.realpath(path))  # what the path will be once its folders are made
+            inside = source.is_dir() and resolved.exists() and resolved.is_relative_to(os.path.realpath(source))
+            if same_file(path, source) or inside:
+                raise UserError(f"{flag} {path}: would replace {'a file of ' if inside else ''}{input_flag} "
+                                f"{source}, an input of this run; pass another path")
+
+
+def check_output_folder(folder, flag: str, ours, overwrite: bool = False, overwrite_flag: str = "--overwrite") -> None:
+    """UserError when folder holds anything that ours(entry) says this script did not write (another model, a
+    dataset, anyone's files), unless overwrite; a missing or empty folder passes. Nothing is deleted either way:
+    the script only writes its own file names."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    foreign = sorted(entry.name for entry in folder.iterdir() if not ours(entry))
+    if foreign and not overwrite:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise UserError(f"{flag} {folder}: holds files this script did not write ({', '.join(foreign[:3])}{more}); "
+                        f"pass an empty or new folder, or {overwrite_flag} to write into it anyway")
+
+
 def interrupted(what_is_kept: str) -> int:
     """Ctrl-C: one line saying what was kept and what to rerun (no traceback), and the exit code 130."""
     fail(f"interrupted; {what_is_kept}")

@@ -1,0 +1,148 @@
+"""Output paths from outside: an output never replaces an input of its run or another output of it, and a folder
+holding someone else's files is refused without --overwrite. Each refusal is one `error:` line and exit 2, and every
+file that was there before the run keeps its bytes."""
+import os
+from pathlib import Path
+
+import pytest
+
+import export
+import inference
+from tools import soak
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Three synthetic clips, a tiny X-CLIP, a tokenizer and an untrained checkpoint."""
+    root = tmp_path_factory.mktemp("hostile_outputs")
+    return {**soak.prepare(root, 3, seed=3), "root": root}
+
+
+def snapshot(*folders):
+    """Every file under folders -> its bytes (what must not change)."""
+    return {path: path.read_bytes() for folder in folders for path in sorted(Path(folder).rglob("*"))
+            if path.is_file()}
+
+
+def one_error(capsys, *words):
+    """The run's stderr is one `error:` line holding every one of words."""
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert all(word in lines[0] for word in words), lines[0]
+    return lines[0]
+
+
+def inference_argv(world, video, *extra):
+    return ["--model_path", str(world["model_path"]), "--xclip_model", str(world["xclip_model"]), "--device", "cpu",
+            "--beam_size", "1", "--max_len", "4", "--video_path", str(video), *extra]
+
+
+@pytest.fixture
+def clip(world, tmp_path):
+    """A copy of one clip in a fresh folder, and a symlink and a hard link to it."""
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(world["videos"][0].read_bytes())
+    (tmp_path / "link.mp4").symlink_to(path)
+    os.link(path, tmp_path / "hard.mp4")
+    return path
+
+
+@pytest.mark.parametrize("flags", [
+    ["--srt", "{clip}"], ["--vtt", "{clip}"], ["--srt", "{dir}/link.mp4"], ["--vtt", "{dir}/hard.mp4"],
+    ["--srt", "{dir}/sub/../clip.mp4"], ["--srt", "{dir}/x.txt", "--vtt", "{dir}/x.txt"],
+    ["--srt", "{dir}/x.txt", "--vtt", "{dir}/./x.txt"], ["--srt", "{model}"], ["--vtt", "{xclip}/config.json"]])
+def test_inference_subtitles_never_replace_an_input_or_each_other(world, clip, flags, capsys):
+    values = {"clip": clip, "dir": clip.parent, "model": world["model_path"], "xclip": world["xclip_model"]}
+    (clip.parent / "x.txt").write_text("notes\n")
+    (clip.parent / "sub").mkdir()
+    before = snapshot(clip.parent, world["xclip_model"], world["model_path"].parent)
+    argv = inference_argv(world, clip, "--segment_seconds", "1", *[flag.format(**values) for flag in flags])
+    assert inference.main(inference.parse_args(argv)) == 2
+    one_error(capsys, "pass")
+    assert snapshot(clip.parent, world["xclip_model"], world["model_path"].parent) == before
+
+
+def test_inference_subtitles_to_new_files_still_work(world, clip, capsys):
+    argv = inference_argv(world, clip, "--segment_seconds", "1", "--srt", str(clip.parent / "a.srt"),
+                          "--vtt", str(clip.parent / "a.vtt"))
+    assert inference.main(inference.parse_args(argv)) == 0
+    assert (clip.parent / "a.srt").read_text().startswith("1\n") and (clip.parent / "a.vtt").read_text().startswith(
+        "WEBVTT")
+
+
+@pytest.fixture(scope="module")
+def exported(world):
+    folder = world["root"] / "exported"
+    assert export.main(export.parse_args(["--model_path", str(world["model_path"]), "--out_dir", str(folder)])) == 0
+    return folder
+
+
+def export_argv(world, out_dir, *extra):
+    return ["--model_path", str(world["model_path"]), "--out_dir", str(out_dir), *extra]
+
+
+@pytest.mark.parametrize("foreign", ["xclip copy", "config.json only", "model.safetensors only", "README.md only",
+                                     "tokenizer.model only", "notes", "folder"])
+def test_export_refuses_a_folder_holding_another_model(world, tmp_path, foreign, capsys):
+    out_dir = tmp_path / "out"
+    if foreign == "xclip copy":
+        out_dir = world["xclip_model"]
+    else:
+        out_dir.mkdir()
+        source = {"config.json only": world["xclip_model"] / "config.json",
+                  "model.safetensors only": world["xclip_model"] / "model.safetensors"}.get(foreign)
+        name = foreign.split()[0]
+        if source is not None:
+            (out_dir / name).write_bytes(source.read_bytes())
+        elif foreign == "folder":
+            (out_dir / "runs").mkdir()
+        else:
+            (out_dir / ("notes.txt" if foreign == "notes" else name)).write_text("someone's file\n")
+    before = snapshot(out_dir)
+    assert export.main(export.parse_args(export_argv(world, out_dir))) == 2
+    one_error(capsys, "--out_dir", "did not write", "--overwrite")
+    assert snapshot(out_dir) == before
+
+
+def test_export_overwrite_writes_its_files_and_keeps_the_rest(world, tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "notes.txt").write_text("keep me\n")
+    assert export.main(export.parse_args(export_argv(world, out_dir, "--overwrite"))) == 0
+    assert (out_dir / "notes.txt").read_text() == "keep me\n" and (out_dir / "config.json").is_file()
+
+
+def test_export_again_into_its_own_folder_needs_no_flag(world, exported, capsys):
+    before = snapshot(exported)
+    assert export.main(export.parse_args(export_argv(world, exported))) == 0
+    assert snapshot(exported) == before  # same checkpoint, same bytes
+
+
+def test_export_of_a_killed_export_goes_on(world, exported, tmp_path):
+    out_dir = tmp_path / "killed"
+    out_dir.mkdir()
+    for name in ("model.safetensors", "tokenizer.model"):  # config.json is removed first and written last
+        (out_dir / name).write_bytes((exported / name).read_bytes())
+    (out_dir / ".README.md.tmp1234").write_text("half")
+    assert export.main(export.parse_args(export_argv(world, out_dir))) == 0
+
+
+@pytest.mark.parametrize("case", ["onto itself", "results in out_dir", "file as out_dir"])
+def test_export_outputs_never_replace_its_inputs(world, exported, tmp_path, case, capsys):
+    if case == "onto itself":
+        argv = ["--model_path", str(exported), "--out_dir", str(exported.parent / "x" / ".." / exported.name)]
+        words = ["would replace"]
+    elif case == "results in out_dir":
+        out_dir = tmp_path / "out"
+        out_dir.mkdir()
+        (out_dir / "README.md").write_text('{"metrics": {"CIDEr": 1.0}}')
+        argv = export_argv(world, out_dir, "--results", str(out_dir / "README.md"))
+        words = ["would replace", "--results"]
+    else:
+        (tmp_path / "file").write_text("x")
+        argv = export_argv(world, tmp_path / "file")
+        words = ["--out_dir"]
+    before = snapshot(exported, tmp_path)
+    assert export.main(export.parse_args(argv)) == 2
+    one_error(capsys, *words)
+    assert snapshot(exported, tmp_path) == before
