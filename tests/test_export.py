@@ -100,7 +100,7 @@ def test_folder_holds_what_the_checkpoint_holds_and_its_card_parses(world):
     config_text = (world["folder"] / "config.json").read_text()
     assert str(world["root"] / "data") not in config_text
     assert json.loads(config_text)["tokenizer"] == {"vocab_size": 300, "pad_id": 0, "unk_id": 1, "bos_id": 2,
-                                                    "eos_id": 3}
+                                                    "eos_id": 3, "sha256": hashlib.sha256(original["tokenizer"]).hexdigest()}
 
     card = (world["folder"] / "README.md").read_text()
     assert card.startswith("---\n")
