@@ -246,7 +246,8 @@ def expected_state(decoder_config: dict, where: str, advice: str) -> dict:
 
 def check_decoder_tensors(decoder_config: dict, weights, where: str, advice: str) -> None:
     """A CheckpointError naming the first decoder tensor that is not one a model can use: not a tensor, not floating
-    point, not finite, or a latent_std that standardisation would divide by (<= 0). Shapes too (check_decoder_weights)."""
+    point, not finite, or a latent_std that standardisation would divide by (<= 0); and shapes
+    (check_decoder_weights)."""
     if not isinstance(weights, dict):
         raise CheckpointError(f"{where}: decoder is {type(weights).__name__}, not a state_dict; {advice}")
     for key, tensor in weights.items():

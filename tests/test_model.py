@@ -93,7 +93,8 @@ def tokenizer_proto(vocab_size=40) -> bytes:
     corpus = ["a man is cooking food in the kitchen", "a woman plays the guitar on a stage",
               "two dogs run across a green field"] * 20
     spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus), model_writer=model, vocab_size=vocab_size,
-                                   model_type="bpe", pad_id=0, unk_id=1, bos_id=2, eos_id=3, hard_vocab_limit=False, minloglevel=2)
+                                   model_type="bpe", pad_id=0, unk_id=1, bos_id=2, eos_id=3, hard_vocab_limit=False,
+                                   minloglevel=2)
     return model.getvalue()
 
 
