@@ -205,7 +205,7 @@ def read_config(path: Path, name: str) -> dict:
         raise CheckpointError(f"{name}: {CONFIG_FILE} field format_version is {version!r}, not a format number; "
                               "export the folder again")
     if isinstance(version, int) and version > CHECKPOINT_VERSION:  # checked first: a newer format may differ in all
-        raise CheckpointError(f"{name}: made by a newer version of this repo (format {version}, this code reads up "
+        raise CheckpointError(f"{name}: {CONFIG_FILE} says format_version {version}: made by a newer version of this repo (format {version}, this code reads up "
                               f"to {CHECKPOINT_VERSION}); update the code")
     if version is None or any(not isinstance(config.get(key), int if key == "format_version" else dict)
                               for key in CONFIG_KEYS):
@@ -304,6 +304,7 @@ def check_record(record: dict, where: str, advice: str) -> None:
     for key in ("pad_id", "bos_id", "eos_id"):
         if decoder.get(key, 0) >= decoder["vocab_size"]:
             problem(f"decoder_config.{key}", decoder[key], f"not below vocab_size {decoder['vocab_size']}")
+    expected_state(decoder, where, advice)  # its size, before anything is allocated
     encoder = record.get("encoder")
     if not isinstance(encoder, dict):
         problem("encoder", encoder, "not a mapping")
@@ -370,13 +371,13 @@ def check_tokenizer(proto: bytes, config: dict, name: str, what: str | None = No
     decoder_config = config["decoder_config"]
     record = dict(config["tokenizer"])
     recorded_digest = record.pop("sha256", None)
-    claims = [(key, value, CONFIG_FILE) for key, value in sorted(record.items())]
-    claims += [(key, decoder_config.get(key, getattr(DecoderConfig, key, None)), "the decoder config")
+    claims = [(key, value, f"{CONFIG_FILE} tokenizer.{key}") for key, value in sorted(record.items())]
+    claims += [(key, decoder_config.get(key, getattr(DecoderConfig, key, None)), f"decoder_config.{key}")
                for key in ("vocab_size", "pad_id", "bos_id", "eos_id")]
     wrong = [f"{key} {found.get(key)} where {source} says {value}" for key, value, source in claims
              if found.get(key) != value]
     if not wrong and recorded_digest is not None and recorded_digest != tokenizer_digest(proto):
-        wrong = [f"sha256 {tokenizer_digest(proto)[:12]}... where {CONFIG_FILE} says {str(recorded_digest)[:12]}..."]
+        wrong = [f"sha256 {tokenizer_digest(proto)[:12]}... where {CONFIG_FILE} tokenizer.sha256 says {str(recorded_digest)[:12]}..."]
     if wrong:
         raise CheckpointError(f"{what} is not the tokenizer this model was trained with "
                               f"({', '.join(wrong[:2])}); {advice}")

@@ -258,7 +258,7 @@ def damage(folder, kind, world, tmp_path):
     elif kind == "tokenizer of another vocabulary":
         other = train_tokenizer(train_captions(load_msrvtt(world["data"])), tmp_path / "other", vocab_size=290)
         shutil.copy(other, folder / "tokenizer.model")
-        words = "vocab_size 290 where config.json says 300"
+        words = "vocab_size 290 where config.json tokenizer.vocab_size says 300"
     elif kind == "not a tokenizer":
         (folder / "tokenizer.model").write_bytes(b"not a sentencepiece model")
         words = "not a sentencepiece model"
