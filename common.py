@@ -150,6 +150,35 @@ def save_array(path, array) -> Path:
     return atomic_write(path, lambda handle: np.save(handle, array))
 
 
+def load_npy(path):
+    """A .npy file's array, its header read and checked first: a UserError naming the file (callers add what to do)
+    when it is not a .npy, holds objects (never unpickled), or claims a shape its size cannot hold. So a tiny file that claims (10**6, 10**6)
+    costs nothing, and nothing larger than the file is ever allocated."""
+    import numpy as np
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in read_header:
+                raise ValueError(f"format version {version} is not one numpy.save writes here")
+            shape, _, dtype = read_header[version](handle)
+            offset = handle.tell()
+        size = path.stat().st_size
+    except (OSError, ValueError, EOFError, SyntaxError) as error:
+        raise UserError(f"{path}: not a readable .npy file ({one_line(error)})") from None
+    if dtype.hasobject or dtype.kind not in "biuf":
+        raise UserError(f"{path}: holds {dtype} values, not numbers")
+    expected = dtype.itemsize
+    for length in shape:
+        expected *= length
+    if size - offset != expected:
+        raise UserError(f"{path}: its header claims a {dtype} array of shape {shape} ({expected:,} bytes), but the "
+                        f"file holds {size - offset:,} bytes of data (damaged or edited)")
+    return np.load(path, allow_pickle=False)
+
+
 def is_video_file(path) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 

@@ -34,8 +34,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from annotations import SPLIT_NAMES, add_data_arguments, load_dataset
-from common import (DEFAULT_XCLIP, UserError, count, expand_video_paths, fail, interrupted, one_line, positive_int,
-                    resolve_device, save_array, write_text)
+from common import (DEFAULT_XCLIP, UserError, count, expand_video_paths, fail, interrupted, load_npy, one_line,
+                    positive_int, resolve_device, save_array, write_text)
 from dataset import (VIEW_SEED, XCLIP_MEAN, XCLIP_STD, Preprocess, VideoClips, VideoError, collate_clips,
                      share_cores)
 from model import XClipEncoder
@@ -256,7 +256,9 @@ class LatentCache:
     def _load_entry(self, path: Path, shape, what: str) -> np.ndarray:
         """np.load with damage and shape checks; shape is one view's ((D,) or (F, D)), None = not checked."""
         try:
-            entry = np.load(path)
+            entry = load_npy(path)
+        except UserError as error:
+            raise CacheError(f"{error}; delete it and run encode.py again") from None
         except (OSError, ValueError, EOFError) as error:
             raise CacheError(f"{path}: damaged cache entry ({error}); delete it and run encode.py again") from None
         if shape is not None and self.views > 1:
@@ -438,7 +440,9 @@ def feature_file(folder: Path, video_id: str) -> Path:
 def load_feature_file(path: Path) -> np.ndarray:
     """One video's features, (D,) or (T, D) float32; CacheError naming the file when it is damaged or not 1-2-D."""
     try:
-        features = np.load(path, allow_pickle=False)
+        features = load_npy(path)
+    except UserError as error:
+        raise CacheError(f"{error}; re-export it") from None
     except (OSError, ValueError, EOFError) as error:
         raise CacheError(f"{path}: not a readable .npy feature file ({error}); re-export it") from None
     if features.ndim not in (1, 2) or features.size == 0 or not np.issubdtype(features.dtype, np.number):

@@ -344,6 +344,24 @@ def split_inputs(args, checkpoint, dataset, decoder, device) -> tuple:
     return video_ids, features.mean(axis=1) if args.views > 1 else features
 
 
+# Standardised features beyond this many standard deviations are not video features (X-CLIP's stay within ~10).
+ABSURD_DEVIATIONS = 1e4
+
+
+def warn_absurd_features(video_ids, features, decoder) -> None:
+    """A warning per video whose features, standardised as the decoder reads them, are absurd (an edited or
+    corrupt feature file or cache entry holding values such as 1e38): its caption is scored but means nothing."""
+    if len(video_ids) == 0:
+        return
+    standardised = (torch.as_tensor(features).float().cpu() - decoder.latent_mean.cpu()) / decoder.latent_std.cpu()
+    worst = standardised.abs().reshape(len(video_ids), -1).amax(dim=1)  # (N,)
+    for video_id, deviations in zip(video_ids, worst.tolist()):
+        if not deviations <= ABSURD_DEVIATIONS:  # NaN too
+            warnings.warn(f"{video_id}: its features lie {deviations:.3g} standard deviations from the training "
+                          "statistics (a damaged or edited feature file or cache entry?); its caption means nothing",
+                          stacklevel=2)
+
+
 def evaluate_checkpoint(args, java=None) -> dict:
     """Caption every video of a split with a checkpoint and score it: the result dict --out writes, with the
     checkpoint's digest, which export.py checks before it puts the scores in a model card."""
@@ -359,6 +377,7 @@ def evaluate_checkpoint(args, java=None) -> dict:
             f"same kind" if args.features is None else "videos through X-CLIP; leave --features out"))
     dataset = load_dataset(args, check_videos=not args.features)
     video_ids, features = split_inputs(args, checkpoint, dataset, decoder, device)
+    warn_absurd_features(video_ids, features, decoder)
     features = control_features(torch.from_numpy(features).to(device), args.control)
     captions = caption_features(decoder, tokenizer, features, args.beam_size, args.max_len, args.batch_size,
                                 args.length_penalty)

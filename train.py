@@ -320,7 +320,13 @@ def run_epoch(model, features, video_index, rows, batch_size, device, optimizer=
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
             scheduler.step()
-        total_loss += loss.item() * len(batch)
+        value = loss.item()
+        if not math.isfinite(value):  # features too large (1e38) or broken: stop before a NaN epoch is saved
+            split = "train" if training else "val"
+            raise UserError(f"{desc}: the loss became {value} on the {split} split; its features (--features or the "
+                            f"latent cache) reach {features.abs().max().item():.3g}, too large to train on: fix or "
+                            "remove those files; last.pt in --out_dir keeps the last finished epoch")
+        total_loss += value * len(batch)
         total_count += len(batch)
         bar.set_postfix(loss=f"{total_loss / total_count:.3f}")
     return total_loss / max(1, total_count)
