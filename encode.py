@@ -486,7 +486,7 @@ def split_features(dataset, splits, folder, frame_features=False) -> tuple:
     result = {}
     for split in splits:
         ids = [video_id for video_id in dataset.splits[split] if video_id in present]
-        stacked = [present[video_id] if frame_features or present[video_id].ndim == 1 else present[video_id].mean(0)
+        stacked = [present[video_id] if frame_features or present[video_id].ndim == 1 else present[video_id].mean(0, dtype=np.float64).astype(np.float32)  # no float32 overflow
                    for video_id in ids]
         result[split] = (ids, np.stack(stacked) if ids else np.zeros((0, first.shape[-1]), np.float32))
     record = {"kind": "features", "name": folder.name, "shape": list(first.shape), "latent_dim": int(first.shape[-1]),

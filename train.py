@@ -214,7 +214,12 @@ def build_decoder(args, data: TrainingData) -> CaptionDecoder:
                            num_frames=int(data.encoder_meta["num_frames"]))
     decoder = CaptionDecoder(config)
     flat = features.reshape(-1, latent_dim)  # every view and frame counts in the statistics
-    decoder.set_latent_stats(flat.mean(0), flat.std(0))
+    mean, std = torch.as_tensor(flat.mean(0)), torch.as_tensor(flat.std(0))
+    if not (torch.isfinite(mean).all() and torch.isfinite(std).all()):  # values near 1e38 overflow them
+        raise UserError(f"the train split's features (--features or the latent cache) reach "
+                        f"{float(abs(flat).max()):.3g}, too large for float32 statistics (their mean or spread "
+                        "overflows): fix or remove those files")
+    decoder.set_latent_stats(mean, std)
     return decoder
 
 
