@@ -18,7 +18,6 @@ import hashlib
 import json
 import math
 import pickle
-import re
 import sys
 import warnings
 from pathlib import Path
@@ -431,10 +430,8 @@ def save_folder(checkpoint: dict, out_dir, readme: str | None = None) -> Path:
 def written_by_export(entry: Path) -> bool:
     """True for a file of a folder save_folder wrote (or began to write before it was killed): config.json that is a
     captioner's, model.safetensors holding a decoder's latent statistics, tokenizer.model and README.md beside one of
-    those, and atomic_write's temporary files. Anything else is someone else's, and export.py leaves it alone."""
+    those. Anything else is someone else's, and export.py leaves it alone."""
     entry = Path(entry)
-    if re.fullmatch(r"\.(.+)\.tmp\d+", entry.name):
-        return re.fullmatch(r"\.(.+)\.tmp\d+", entry.name)[1] in FOLDER_FILES + ("README.md",)
     if not entry.is_file():
         return False
     if entry.name == CONFIG_FILE:

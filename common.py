@@ -123,18 +123,21 @@ def check_outputs(outputs, inputs=()) -> None:
                                 f"{source}, an input of this run; pass another path")
 
 
-def check_output_folder(folder, flag: str, ours, overwrite: bool = False, overwrite_flag: str = "--overwrite") -> None:
+def check_output_folder(folder, flag: str, ours, overwrite: bool = False, overwrite_flag: str | None = "--overwrite"):
     """UserError when folder holds anything that ours(entry) says this script did not write (another model, a
-    dataset, anyone's files), unless overwrite; a missing or empty folder passes. Nothing is deleted either way:
-    the script only writes its own file names."""
+    dataset, anyone's files), unless overwrite; a missing or empty folder, and atomic_write's temporary files, pass.
+    Nothing is deleted either way: the script only writes its own file names. overwrite_flag None: the script has
+    no such flag."""
     folder = Path(folder)
     if not folder.is_dir():
         return
-    foreign = sorted(entry.name for entry in folder.iterdir() if not ours(entry))
+    foreign = sorted(entry.name for entry in folder.iterdir()
+                     if not ours(entry) and not re.fullmatch(r"\..+\.tmp\d+", entry.name))  # atomic_write's
     if foreign and not overwrite:
         more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        anyway = f", or {overwrite_flag} to write into it anyway" if overwrite_flag else ""
         raise UserError(f"{flag} {folder}: holds files this script did not write ({', '.join(foreign[:3])}{more}); "
-                        f"pass an empty or new folder, or {overwrite_flag} to write into it anyway")
+                        f"pass an empty or new folder{anyway}")
 
 
 def interrupted(what_is_kept: str) -> int:

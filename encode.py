@@ -34,8 +34,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from annotations import SPLIT_NAMES, add_data_arguments, load_dataset
-from common import (DEFAULT_XCLIP, UserError, count, expand_video_paths, fail, interrupted, load_npy, one_line,
-                    positive_int, resolve_device, save_array, write_text)
+from common import (DEFAULT_XCLIP, UserError, check_output_folder, check_outputs, count, expand_video_paths, fail,
+                    interrupted, load_npy, one_line, positive_int, resolve_device, save_array, write_text)
 from dataset import (VIEW_SEED, XCLIP_MEAN, XCLIP_STD, Preprocess, VideoClips, VideoError, collate_clips,
                      share_cores)
 from model import XClipEncoder
@@ -171,6 +171,14 @@ def find_cache_folder(encoder, cache_dir, preprocess: Preprocess, dtype_name: st
     return own
 
 
+CACHE_FILES = ("latents", "frames", "meta.json", "failures.jsonl")  # what a cache folder holds
+
+
+def is_cache_folder(entry: Path) -> bool:
+    """True for a folder of --cache_dir that encode.py made: a cache (meta.json), or one begun (empty or entries)."""
+    return entry.is_dir() and all(child.name in CACHE_FILES for child in entry.iterdir())
+
+
 class LatentCache:
     """One folder of latents, one `latents/<video_id>.npy` each, plus meta.json and failures.jsonl.
 
@@ -181,6 +189,9 @@ class LatentCache:
 
     def __init__(self, root, meta: dict, with_frames: bool = False, made_by=None):
         self.root = Path(root)
+        if not (self.root / "meta.json").exists():  # a new cache: never in a folder of someone else's files
+            check_output_folder(self.root, "--cache_dir: the cache folder", lambda entry: entry.name in CACHE_FILES,
+                                overwrite_flag=None)
         # made_by(fingerprint, name): whether an existing meta.json's encoder is this one (default: same fingerprint)
         self.made_by = made_by or (lambda fingerprint, name: fingerprint == meta.get("fingerprint"))
         self.entries = self.root / "latents"
@@ -539,6 +550,9 @@ def main(args) -> int:
         return fail(f"--shard {args.shard}: pass 0 to {args.num_shards - 1} (shards are numbered from 0)")
     try:
         items = items_for(args)
+        check_output_folder(args.cache_dir, "--cache_dir", is_cache_folder, overwrite_flag=None)
+        check_outputs([("--cache_dir", args.cache_dir)], [("--video_path", path) for _, path in items]
+                      + [("--xclip_model", args.xclip_model)])
         encoder, reference = load_encoder(args.xclip_model, args.encode_dtype, resolve_device(args.device))
         cache, preprocess = open_cache(encoder, args.cache_dir, args.encode_dtype, args.views, args.frames)
         shard, num_shards = torchrun_shard(args.shard, args.num_shards)

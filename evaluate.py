@@ -41,8 +41,8 @@ from pycocoevalcap.tokenizer import ptbtokenizer
 from annotations import add_data_arguments, load_dataset
 from checkpoint import (checkpoint_digest, decoder_from_checkpoint, encoder_from_checkpoint, load_checkpoint,
                         tokenizer_from_checkpoint)
-from common import (UserError, check_writable, count, fail, interrupted, non_negative, one_line, positive_int,
-                    resolve_device, write_json, write_text)
+from common import (UserError, check_outputs, check_writable, count, fail, interrupted, non_negative, one_line,
+                    positive_int, resolve_device, write_json, write_text)
 from diagnostics import caption_diagnostics, collapse_warning, format_diagnostics, format_report
 from encode import split_features, split_latents
 from model import caption_features
@@ -376,6 +376,8 @@ def evaluate_checkpoint(args, java=None) -> dict:
             f"precomputed features ({record.get('name')}, shape {record.get('shape')}); pass --features DIR of the "
             f"same kind" if args.features is None else "videos through X-CLIP; leave --features out"))
     dataset = load_dataset(args, check_videos=not args.features)
+    check_outputs([("--out", getattr(args, "out", "")), ("--report", getattr(args, "report", ""))],
+                  [("the annotations", source) for source in dataset.sources])
     video_ids, features = split_inputs(args, checkpoint, dataset, decoder, device)
     warn_absurd_features(video_ids, features, decoder)
     features = control_features(torch.from_numpy(features).to(device), args.control)
@@ -469,6 +471,10 @@ def run(args) -> dict:
         raise UserError("--java yes: no working `java` on PATH; install a Java runtime or pass --java auto")
     check_writable(args.out, "--out")
     check_writable(args.report, "--report")
+    check_outputs([("--out", args.out), ("--report", args.report)],
+                  [("--hyp", args.hyp), *[("--refs", refs) for refs in args.refs], ("--model_path", args.model_path),
+                   ("--annotations", args.annotations), ("--features", args.features),
+                   ("--xclip_model", args.xclip_model)])
     if args.model_path and (args.hyp or args.refs):
         raise UserError("--model_path captions a split; --hyp and --refs score caption files: pass one or the other")
     if args.model_path:

@@ -33,8 +33,8 @@ from tqdm import tqdm
 
 from annotations import add_data_arguments, load_dataset, normalize_caption
 from checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
-from common import (DEFAULT_XCLIP, UserError, count, fail, fraction, interrupted, non_negative, one_line,
-                    positive_float, positive_int, resolve_device, write_text)
+from common import (DEFAULT_XCLIP, UserError, check_output_folder, check_outputs, count, fail, fraction, interrupted,
+                    non_negative, one_line, positive_float, positive_int, resolve_device, write_text)
 from curves import TENSORBOARD_MISSING, add_scalars, open_tensorboard, redraw, tensorboard_available
 from encode import load_encoder, split_features, split_latents
 from evaluate import score_captions
@@ -475,8 +475,12 @@ def train(args, data: TrainingData, decoder, rank, world_size, device) -> None:
         print(f"best val CIDEr {best[0]:.3f}; checkpoints in {out_dir}")
 
 
+# What train.py writes in --out_dir (and out_dir/tensorboard with --tensorboard).
+RUN_FILES = ("last.pt", "best.pt", "log.jsonl", "curves.png")
+
+
 def check_args(args):
-    """None, or one line saying which flags do not go together."""
+    """None, or one line saying which flags do not go together, or why --out_dir cannot take the run."""
     if args.features and args.views > 1:
         return "--views samples videos again; precomputed --features have one sampling: leave --views out"
     if args.decoder == "attention" and args.latent_every_step:
@@ -491,6 +495,15 @@ def check_args(args):
     if held and not (args.resume or args.overwrite):
         return (f"{out_dir}: holds a run ({', '.join(held)}); pass --resume to go on with it, --overwrite to start "
                 "it again, or another --out_dir")
+    try:
+        check_outputs([("--out_dir", out_dir / name) for name in RUN_FILES],
+                      [("--tokenizer_path", args.tokenizer_path), ("--annotations", args.annotations),
+                       ("--features", args.features), ("--xclip_model", args.xclip_model)])
+        if not args.resume:  # a run's folder may hold the user's notes; a new one holds only what train.py writes
+            check_output_folder(out_dir, "--out_dir", lambda entry: entry.name in RUN_FILES + ("tensorboard",),
+                                args.overwrite)
+    except UserError as error:
+        return str(error)
     return None
 
 
