@@ -1,6 +1,7 @@
 """Output paths from outside: an output never replaces an input of its run or another output of it, and a folder
 holding someone else's files is refused without --overwrite. Each refusal is one `error:` line and exit 2, and every
 file that was there before the run keeps its bytes."""
+import json
 import os
 from pathlib import Path
 
@@ -146,3 +147,123 @@ def test_export_outputs_never_replace_its_inputs(world, exported, tmp_path, case
     assert export.main(export.parse_args(argv)) == 2
     one_error(capsys, *words)
     assert snapshot(exported, tmp_path) == before
+
+
+# ---- the other scripts' output flags ---------------------------------------------------------------------------------
+
+def run_main(module, argv, capsys):
+    """module.main(argv) -> (exit code, stderr lines without progress bars)."""
+    capsys.readouterr()
+    code = module.main(module.parse_args(argv))
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip() and "%|" not in line]
+    return code, lines
+
+
+@pytest.fixture
+def caption_files(tmp_path):
+    """Line-aligned hypothesis and reference files, and a captions file (.jsonl) of four videos."""
+    (tmp_path / "hyp.txt").write_text("a cat sits\na dog runs\n")
+    (tmp_path / "refs.txt").write_text("a cat is sitting\na dog is running\n")
+    rows = [{"video": f"v{index}.mp4", "caption": f"a caption number {index}", "split": split}
+            for index, split in enumerate(["train", "train", "val", "test"])]
+    (tmp_path / "captions.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return tmp_path
+
+
+EVALUATE_CASES = {
+    "--out is --hyp": (["--out", "{d}/hyp.txt"], "--hyp"),
+    "--report is --refs": (["--report", "{d}/refs.txt"], "--refs"),
+    "--out is --report": (["--out", "{d}/r.json", "--report", "{d}/./r.json"], "--report"),
+    "--out is a link to --hyp": (["--out", "{d}/link.txt"], "--hyp"),
+    "--report through ..": (["--report", "{d}/sub/../refs.txt"], "--refs"),
+}
+
+
+@pytest.mark.parametrize("case", EVALUATE_CASES)
+def test_evaluate_outputs_never_replace_its_inputs(caption_files, case, capsys):
+    import evaluate
+    flags, words = EVALUATE_CASES[case]
+    (caption_files / "link.txt").symlink_to(caption_files / "hyp.txt")
+    (caption_files / "sub").mkdir()
+    before = snapshot(caption_files)
+    code, lines = run_main(evaluate, ["--hyp", str(caption_files / "hyp.txt"), "--refs", str(caption_files / "refs.txt"),
+                                      "--java", "no", *[flag.format(d=caption_files) for flag in flags]], capsys)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], lines
+    assert snapshot(caption_files) == before
+
+
+def test_train_refuses_an_out_dir_of_someone_elses_files(world, caption_files, tmp_path, capsys):
+    import train
+    out_dir = tmp_path / "results"
+    out_dir.mkdir()
+    (out_dir / "paper.tex").write_text("\\section{Results}\n")
+    before = snapshot(tmp_path)
+    code, lines = run_main(train, ["--annotations", str(caption_files / "captions.jsonl"), "--tokenizer_path",
+                                   str(tmp_path / "absent.model"), "--out_dir", str(out_dir)], capsys)
+    assert code == 2 and len(lines) == 1 and "paper.tex" in lines[0] and "--overwrite" in lines[0], lines
+    assert snapshot(tmp_path) == before
+
+
+def test_train_outputs_never_replace_its_inputs(caption_files, tmp_path, capsys):
+    import train
+    out_dir = tmp_path / "run"
+    out_dir.mkdir()
+    (out_dir / "log.jsonl").symlink_to(caption_files / "captions.jsonl")  # a run's log that is the captions file
+    before = snapshot(tmp_path)
+    code, lines = run_main(train, ["--annotations", str(caption_files / "captions.jsonl"), "--out_dir", str(out_dir),
+                                   "--overwrite"], capsys)
+    assert code == 2 and len(lines) == 1 and "would replace --annotations" in lines[0], lines
+    assert snapshot(tmp_path) == before
+
+
+def test_create_tokenizer_never_writes_over_its_annotations(caption_files, capsys):
+    import create_tokenizer
+    (caption_files / "tok.model").symlink_to(caption_files / "captions.jsonl")
+    before = snapshot(caption_files)
+    code, lines = run_main(create_tokenizer, ["--annotations", str(caption_files / "captions.jsonl"), "--out_prefix",
+                                              str(caption_files / "tok"), "--vocab_size", "280"], capsys)
+    assert code == 2 and len(lines) == 1 and "--out_prefix" in lines[0] and "annotations" in lines[0], lines
+    assert snapshot(caption_files) == before
+
+
+def test_curves_never_draws_over_a_log(tmp_path, capsys):
+    import curves
+    log = tmp_path / "log.jsonl"
+    log.write_text(json.dumps({"epoch": 1, "train_loss": 3.0, "val_loss": 3.1, "val": {"CIDEr": 0.1}}) + "\n")
+    before = snapshot(tmp_path)
+    code, lines = run_main(curves, [str(log), "--out", str(tmp_path / "." / "log.jsonl")], capsys)
+    assert code == 2 and len(lines) == 1 and "would replace log" in lines[0], lines
+    assert snapshot(tmp_path) == before
+
+
+def test_captions_file_never_writes_over_the_annotations_it_reads(caption_files, capsys):
+    from tools import captions_file
+    before = snapshot(caption_files)
+    code, lines = run_main(captions_file, ["--annotations", str(caption_files / "captions.jsonl"), "--out",
+                                           str(caption_files / "sub" / ".." / "captions.jsonl")], capsys)
+    assert code == 2 and len(lines) == 1 and "would replace the annotations" in lines[0], lines
+    assert snapshot(caption_files) == before
+
+
+@pytest.mark.parametrize("case", ["folder of someone's files", "a video file", "a cache folder with other files"])
+def test_encode_cache_dir_holds_caches_only(world, tmp_path, case, capsys):
+    import encode
+    cache_dir = tmp_path / "cache"
+    if case == "folder of someone's files":
+        cache_dir.mkdir()
+        (cache_dir / "thesis.pdf").write_bytes(b"%PDF")
+    elif case == "a video file":
+        cache_dir = tmp_path / "clip.mp4"
+        cache_dir.write_bytes(world["videos"][0].read_bytes())
+    else:  # the folder the cache would be made in already holds another tool's files
+        assert encode.main(encode.parse_args(["--video_path", str(world["videos"][0]), "--xclip_model",
+                                              str(world["xclip_model"]), "--cache_dir", str(cache_dir),
+                                              "--num_workers", "0"])) == 0
+        (folder,) = cache_dir.iterdir()
+        (folder / "meta.json").unlink()
+        (folder / "notes.txt").write_text("mine\n")
+    before = snapshot(tmp_path)
+    code, lines = run_main(encode, ["--video_path", str(world["videos"][1]), "--xclip_model", str(world["xclip_model"]),
+                                    "--cache_dir", str(cache_dir), "--num_workers", "0"], capsys)
+    assert code == 2 and len(lines) == 1 and "--cache_dir" in lines[0], lines
+    assert snapshot(tmp_path) == before
