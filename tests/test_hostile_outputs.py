@@ -267,3 +267,13 @@ def test_encode_cache_dir_holds_caches_only(world, tmp_path, case, capsys):
                                     "--cache_dir", str(cache_dir), "--num_workers", "0"], capsys)
     assert code == 2 and len(lines) == 1 and "--cache_dir" in lines[0], lines
     assert snapshot(tmp_path) == before
+
+
+def test_dataset_save_never_writes_over_the_video(world, clip, capsys):
+    import dataset
+    before = snapshot(clip.parent)
+    for target in (clip, clip.parent / "link.mp4"):
+        code, lines = run_main(dataset, ["--video_path", str(clip), "--num_frames", "2", "--image_size", "32",
+                                         "--save", str(target)], capsys)
+        assert code == 2 and len(lines) == 1 and "would replace --video_path" in lines[0], lines
+    assert snapshot(clip.parent) == before
