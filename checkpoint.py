@@ -230,6 +230,14 @@ def check_decoder_weights(decoder_config: dict, weights: dict, where: str, advic
 def expected_state(decoder_config: dict, where: str, advice: str) -> dict:
     """The state_dict decoder_config makes, built on the meta device (shapes only, no memory), after checking that
     its float32 weights fit in MAX_DECODER_BYTES."""
+    # A lower bound first (every LSTM layer's hidden-to-hidden weights, the embedding and the output layer), so
+    # that a config asking for terabytes is refused before even the meta build spends time on it.
+    fields = {**DecoderConfig(vocab_size=1).to_dict(), **decoder_config}
+    least = 4 * (4 * fields["hidden_dim"] ** 2 * fields["num_layers"]
+                 + fields["vocab_size"] * (fields["embed_dim"] + fields["hidden_dim"]))
+    if least > MAX_DECODER_BYTES:
+        raise CheckpointError(f"{where}: decoder_config describes a decoder of at least {least / 2**30:.1f} GiB, more "
+                              f"than the {MAX_DECODER_BYTES / 2**30:.0f} GiB this repo loads; {advice}")
     try:
         with torch.device("meta"):
             expected = CaptionDecoder(DecoderConfig(**decoder_config)).state_dict()
