@@ -345,6 +345,9 @@ def check_record(record: dict, where: str, advice: str) -> None:
     for key in ("data", "args", "metrics"):
         if record.get(key) is not None and not isinstance(record[key], dict):
             problem(key, record[key], "not a mapping")
+    for key in ("dataset", "scheme"):  # evaluate.py takes them for flags left out
+        if isinstance(record.get("data"), dict) and record["data"].get(key) is not None:
+            check(f"data.{key}", record["data"][key], str)
     training = record.get("training")
     if training is not None:
         check_all("training", training, {"args": dict, "metrics": dict, "epoch": (int, 0, 10**9)}, ())

@@ -78,7 +78,7 @@ CONFIG_CASES = [
     ("encoder.preprocess.std", [0, 1, 1]), ("encoder.preprocess.std", "abc"), ("encoder.dtype", "fp64"),
     ("encoder.sampling", 3), ("encoder.kind", "other"), ("encoder.latent_dim", 256), ("encoder.kind", "features"),
     ("tokenizer", "x"), ("tokenizer.vocab_size", 500), ("tokenizer.eos_id", 7), ("tokenizer.sha256", "0" * 64),
-    ("data", []), ("training", "x"), ("training.epoch", -1), ("training.args", []), ("training.metrics", 1)]
+    ("data", []), ("data.dataset", ["msrvtt"]), ("data.scheme", 7), ("training", "x"), ("training.epoch", -1), ("training.args", []), ("training.metrics", 1)]
 
 
 @pytest.mark.parametrize("field, value", CONFIG_CASES, ids=[f"{field}={value!r}"[:40] for field, value in CONFIG_CASES])
