@@ -124,6 +124,10 @@ def load_pt(path, map_location="cpu") -> dict:
     if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in REQUIRED_KEYS):
         missing = [key for key in REQUIRED_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
         raise CheckpointError(f"{path}: not a captioner checkpoint (missing {', '.join(missing)})")
+    version = checkpoint["version"]
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{path}: field version is {version!r}, not a format number; retrain it, or pass the "
+                              "checkpoint train.py wrote")
     if checkpoint["version"] > CHECKPOINT_VERSION:
         raise CheckpointError(f"{path}: made by a newer version of this repo (format {checkpoint['version']}, "
                               f"this code reads up to {CHECKPOINT_VERSION}); update the code")
@@ -204,8 +208,8 @@ def read_config(path: Path, name: str) -> dict:
         raise CheckpointError(f"{name}: {CONFIG_FILE} field format_version is {version!r}, not a format number; "
                               "export the folder again")
     if isinstance(version, int) and version > CHECKPOINT_VERSION:  # checked first: a newer format may differ in all
-        raise CheckpointError(f"{name}: {CONFIG_FILE} says format_version {version}: made by a newer version of this repo (format {version}, this code reads up "
-                              f"to {CHECKPOINT_VERSION}); update the code")
+        raise CheckpointError(f"{name}: {CONFIG_FILE} says format_version {version}: made by a newer version of this "
+                              f"repo (this code reads up to {CHECKPOINT_VERSION}); update the code")
     if version is None or any(not isinstance(config.get(key), int if key == "format_version" else dict)
                               for key in CONFIG_KEYS):
         raise CheckpointError(f"{name}: {CONFIG_FILE} is not a captioner's config (it needs "
@@ -233,8 +237,11 @@ def expected_state(decoder_config: dict, where: str, advice: str) -> dict:
     # A lower bound first (every LSTM layer's hidden-to-hidden weights, the embedding and the output layer), so
     # that a config asking for terabytes is refused before even the meta build spends time on it.
     fields = {**DecoderConfig(vocab_size=1).to_dict(), **decoder_config}
-    least = 4 * (4 * fields["hidden_dim"] ** 2 * fields["num_layers"]
-                 + fields["vocab_size"] * (fields["embed_dim"] + fields["hidden_dim"]))
+    try:
+        least = 4 * (4 * fields["hidden_dim"] ** 2 * fields["num_layers"]
+                     + fields["vocab_size"] * (fields["embed_dim"] + fields["hidden_dim"]))
+    except TypeError:  # not numbers: the build below says so
+        least = 0
     if least > MAX_DECODER_BYTES:
         raise CheckpointError(f"{where}: decoder_config describes a decoder of at least {least / 2**30:.1f} GiB, more "
                               f"than the {MAX_DECODER_BYTES / 2**30:.0f} GiB this repo loads; {advice}")
@@ -387,7 +394,8 @@ def check_tokenizer(proto: bytes, config: dict, name: str, what: str | None = No
     wrong = [f"{key} {found.get(key)} where {source} says {value}" for key, value, source in claims
              if found.get(key) != value]
     if not wrong and recorded_digest is not None and recorded_digest != tokenizer_digest(proto):
-        wrong = [f"sha256 {tokenizer_digest(proto)[:12]}... where {CONFIG_FILE} tokenizer.sha256 says {str(recorded_digest)[:12]}..."]
+        wrong = [f"sha256 {tokenizer_digest(proto)[:12]}... where {CONFIG_FILE} tokenizer.sha256 says "
+                 f"{str(recorded_digest)[:12]}..."]
     if wrong:
         raise CheckpointError(f"{what} is not the tokenizer this model was trained with "
                               f"({', '.join(wrong[:2])}); {advice}")

@@ -155,8 +155,8 @@ def save_array(path, array) -> Path:
 
 def load_npy(path):
     """A .npy file's array, its header read and checked first: a UserError naming the file (callers add what to do)
-    when it is not a .npy, holds objects (never unpickled), or claims a shape its size cannot hold. So a tiny file that claims (10**6, 10**6)
-    costs nothing, and nothing larger than the file is ever allocated."""
+    when it is not a .npy, holds objects (never unpickled), or claims a shape its size cannot hold. So a tiny file
+    that claims (10**6, 10**6) costs nothing, and nothing larger than the file is ever allocated."""
     import numpy as np
 
     path = Path(path)

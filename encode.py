@@ -497,8 +497,9 @@ def split_features(dataset, splits, folder, frame_features=False) -> tuple:
     result = {}
     for split in splits:
         ids = [video_id for video_id in dataset.splits[split] if video_id in present]
-        stacked = [present[video_id] if frame_features or present[video_id].ndim == 1 else present[video_id].mean(0, dtype=np.float64).astype(np.float32)  # no float32 overflow
-                   for video_id in ids]
+        # The mean over time in float64: values near 1e38 would overflow float32's sum.
+        stacked = [present[video_id] if frame_features or present[video_id].ndim == 1
+                   else present[video_id].mean(0, dtype=np.float64).astype(np.float32) for video_id in ids]
         result[split] = (ids, np.stack(stacked) if ids else np.zeros((0, first.shape[-1]), np.float32))
     record = {"kind": "features", "name": folder.name, "shape": list(first.shape), "latent_dim": int(first.shape[-1]),
               "num_frames": int(first.shape[0]) if first.ndim == 2 else 1}

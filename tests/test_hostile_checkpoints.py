@@ -78,7 +78,8 @@ CONFIG_CASES = [
     ("encoder.preprocess.std", [0, 1, 1]), ("encoder.preprocess.std", "abc"), ("encoder.dtype", "fp64"),
     ("encoder.sampling", 3), ("encoder.kind", "other"), ("encoder.latent_dim", 256), ("encoder.kind", "features"),
     ("tokenizer", "x"), ("tokenizer.vocab_size", 500), ("tokenizer.eos_id", 7), ("tokenizer.sha256", "0" * 64),
-    ("data", []), ("data.dataset", ["msrvtt"]), ("data.scheme", 7), ("training", "x"), ("training.epoch", -1), ("training.args", []), ("training.metrics", 1)]
+    ("data", []), ("data.dataset", ["msrvtt"]), ("data.scheme", 7), ("training", "x"), ("training.epoch", -1),
+    ("training.args", []), ("training.metrics", 1)]
 
 
 @pytest.mark.parametrize("field, value", CONFIG_CASES, ids=[f"{field}={value!r}"[:40] for field, value in CONFIG_CASES])
@@ -150,7 +151,7 @@ def test_tensors_a_model_cannot_use_are_refused_in_folders_and_checkpoints(world
 PT_CASES = [("decoder_config.hidden_dim", -5), ("decoder_config.num_layers", 10**6), ("decoder_config", "x"),
             ("encoder", {}), ("encoder.preprocess", None), ("encoder.name", DELETE), ("tokenizer", "text"),
             ("tokenizer", b"not a model"), ("decoder", [1, 2]), ("args", []), ("metrics", "x"), ("epoch", -1),
-            ("data", 3)]
+            ("data", 3), ("version", "1"), ("version", True)]
 
 
 @pytest.mark.parametrize("field, value", PT_CASES, ids=[f"{field}={value!r}"[:40] for field, value in PT_CASES])

@@ -186,8 +186,8 @@ def test_evaluate_outputs_never_replace_its_inputs(caption_files, case, capsys):
     (caption_files / "link.txt").symlink_to(caption_files / "hyp.txt")
     (caption_files / "sub").mkdir()
     before = snapshot(caption_files)
-    code, lines = run_main(evaluate, ["--hyp", str(caption_files / "hyp.txt"), "--refs", str(caption_files / "refs.txt"),
-                                      "--java", "no", *[flag.format(d=caption_files) for flag in flags]], capsys)
+    code, lines = run_main(evaluate, ["--hyp", str(caption_files / "hyp.txt"), "--refs",
+                                      str(caption_files / "refs.txt"), "--java", "no", *[flag.format(d=caption_files) for flag in flags]], capsys)
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], lines
     assert snapshot(caption_files) == before
 
