@@ -268,8 +268,9 @@ class LatentCache:
         """np.load with damage and shape checks; shape is one view's ((D,) or (F, D)), None = not checked."""
         try:
             entry = load_npy(path)
-        except UserError as error:
-            raise CacheError(f"{error}; delete it and run encode.py again") from None
+        except UserError as error:  # load_npy's "<path>: <what is wrong>"
+            raise CacheError(f"{path}: damaged cache entry ({str(error).removeprefix(f'{path}: ')}); delete it and "
+                             "run encode.py again") from None
         except (OSError, ValueError, EOFError) as error:
             raise CacheError(f"{path}: damaged cache entry ({error}); delete it and run encode.py again") from None
         if shape is not None and self.views > 1:
