@@ -344,22 +344,24 @@ def split_inputs(args, checkpoint, dataset, decoder, device) -> tuple:
     return video_ids, features.mean(axis=1) if args.views > 1 else features
 
 
-# Standardised features beyond this many standard deviations are not video features (X-CLIP's stay within ~10).
-ABSURD_DEVIATIONS = 1e4
+# Features larger than this many times the training features' scale are not video features.
+ABSURD_SCALE = 1e4
 
 
 def warn_absurd_features(video_ids, features, decoder) -> None:
-    """A warning per video whose features, standardised as the decoder reads them, are absurd (an edited or
-    corrupt feature file or cache entry holding values such as 1e38): its caption is scored but means nothing."""
+    """A warning per video whose features are absurd: values beyond ABSURD_SCALE times the training features' scale
+    (the largest |mean| + std of a dimension), as an edited or corrupt feature file or cache entry holding 1e38
+    has. Its caption is scored but means nothing. (Not per dimension: a dimension constant in training, such as a
+    ReLU feature that is always 0, has no spread to measure against.)"""
     if len(video_ids) == 0:
         return
-    standardised = (torch.as_tensor(features).float().cpu() - decoder.latent_mean.cpu()) / decoder.latent_std.cpu()
-    worst = standardised.abs().reshape(len(video_ids), -1).amax(dim=1)  # (N,)
-    for video_id, deviations in zip(video_ids, worst.tolist()):
-        if not deviations <= ABSURD_DEVIATIONS:  # NaN too
-            warnings.warn(f"{video_id}: its features lie {deviations:.3g} standard deviations from the training "
-                          "statistics (a damaged or edited feature file or cache entry?); its caption means nothing",
-                          stacklevel=2)
+    scale = float((decoder.latent_mean.abs() + decoder.latent_std).max())
+    worst = torch.as_tensor(features).float().cpu().abs().reshape(len(video_ids), -1).amax(dim=1)  # (N,)
+    for video_id, largest in zip(video_ids, worst.tolist()):
+        if not largest <= ABSURD_SCALE * scale:  # NaN too
+            warnings.warn(f"{video_id}: its features reach {largest:.3g}, {largest / scale:.3g} times the scale of "
+                          "the training features (a damaged or edited feature file or cache entry?); its caption "
+                          "means nothing", stacklevel=2)
 
 
 def evaluate_checkpoint(args, java=None) -> dict:

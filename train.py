@@ -215,7 +215,7 @@ def build_decoder(args, data: TrainingData) -> CaptionDecoder:
     decoder = CaptionDecoder(config)
     flat = features.reshape(-1, latent_dim)  # every view and frame counts in the statistics
     mean, std = torch.as_tensor(flat.mean(0)), torch.as_tensor(flat.std(0))
-    if not (torch.isfinite(mean).all() and torch.isfinite(std).all()):  # values near 1e38 overflow them
+    if len(flat) > 1 and not (torch.isfinite(mean).all() and torch.isfinite(std).all()):  # 1e38 overflows them
         raise UserError(f"the train split's features (--features or the latent cache) reach "
                         f"{float(abs(flat).max()):.3g}, too large for float32 statistics (their mean or spread "
                         "overflows): fix or remove those files")

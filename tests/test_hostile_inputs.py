@@ -158,7 +158,7 @@ def test_evaluate_warns_for_each_video_with_absurd_features(tmp_path, capsys):
             "--model_path", str(tmp_path / "m" / "best.pt"), "--annotations", str(annotations), "--features",
             str(folder), "--split", "test", "--java", "no", "--beam_size", "1", "--num_workers", "0"]))
     assert code == 0
-    absurd = [str(warning.message) for warning in record if "standard deviations" in str(warning.message)]
+    absurd = [str(warning.message) for warning in record if "times the scale" in str(warning.message)]
     assert sorted(message.split(":")[0] for message in absurd) == ["v10", "v11"], absurd
 
 
