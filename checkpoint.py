@@ -16,8 +16,10 @@ dict for all three; a folder is read with safetensors and json, never unpickled,
 import argparse
 import hashlib
 import json
+import math
 import pickle
 import sys
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -38,6 +40,20 @@ REQUIRED_KEYS = ("version", "decoder_config", "decoder", "tokenizer", "encoder")
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", "tokenizer.model"
 FOLDER_FILES = (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE)
 CONFIG_KEYS = ("format_version", "decoder_config", "encoder", "tokenizer")
+# The largest decoder a checkpoint may describe (float32 weights): the real ones take tens of MB. A config asking for
+# more is refused before anything is allocated.
+MAX_DECODER_BYTES = 4 * 2**30
+SIZE = (1, 65536)
+# decoder_config's fields: (type, lowest, highest) for numbers, the allowed values for strings, bool for flags.
+DECODER_SCHEMA = {"vocab_size": (int, 1, 1_000_000), "latent_dim": (int, *SIZE), "embed_dim": (int, *SIZE),
+                  "hidden_dim": (int, *SIZE), "num_layers": (int, 1, 64), "dropout": (float, 0.0, 0.999),
+                  "latent_every_step": bool, "label_smoothing": (float, 0.0, 0.999), "pad_id": (int, 0, 999_999),
+                  "bos_id": (int, 0, 999_999), "eos_id": (int, 0, 999_999), "decoder_type": ("pooled", "attention"),
+                  "attention_dim": (int, *SIZE), "num_frames": (int, 1, 1024)}
+# The encoder record: of an X-CLIP (the cache's meta), or of precomputed features (kind "features").
+XCLIP_RECORD = {"name": str, "fingerprint": str, "num_frames": (int, 1, 1024), "preprocess": dict}
+FEATURES_RECORD = {"name": str, "shape": list, "latent_dim": (int, *SIZE)}
+PREPROCESS_SCHEMA = {"image_size": (int, 1, 4096), "shortest_edge": (int, 1, 4096)}
 
 
 class CheckpointError(UserError):
@@ -109,9 +125,21 @@ def load_pt(path, map_location="cpu") -> dict:
     if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in REQUIRED_KEYS):
         missing = [key for key in REQUIRED_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
         raise CheckpointError(f"{path}: not a captioner checkpoint (missing {', '.join(missing)})")
+    version = checkpoint["version"]
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{path}: field version is {version!r}, not a format number; retrain it, or pass the "
+                              "checkpoint train.py wrote")
     if checkpoint["version"] > CHECKPOINT_VERSION:
         raise CheckpointError(f"{path}: made by a newer version of this repo (format {checkpoint['version']}, "
                               f"this code reads up to {CHECKPOINT_VERSION}); update the code")
+    check_record(checkpoint, str(path), "retrain it, or pass the checkpoint train.py wrote")
+    check_decoder_tensors(checkpoint["decoder_config"], checkpoint["decoder"], str(path),
+                          "retrain it, or pass the checkpoint train.py wrote")
+    if not isinstance(checkpoint["tokenizer"], bytes):
+        raise CheckpointError(f"{path}: tokenizer is {type(checkpoint['tokenizer']).__name__}, not a sentencepiece "
+                              "model's bytes; retrain it, or pass the checkpoint train.py wrote")
+    check_tokenizer(checkpoint["tokenizer"], {"decoder_config": checkpoint["decoder_config"], "tokenizer": {}},
+                    str(path), f"{path}: tokenizer", "retrain it, or pass the checkpoint train.py wrote")
     return checkpoint
 
 
@@ -149,13 +177,17 @@ def load_folder(folder, name=None) -> dict:
         raise CheckpointError(f"{name}: not an exported captioner (no {', '.join(missing)}); pass a .pt checkpoint, "
                               "or export one with export.py")
     config = read_config(folder / CONFIG_FILE, name)
-    try:
+    check_record(config, f"{name}: {CONFIG_FILE}", "export the folder again")
+    advice = "export the folder again from its .pt"
+    try:  # the header first: shapes are checked before a byte of the tensors is read
+        with safetensors.safe_open(folder / WEIGHTS_FILE, framework="pt") as handle:
+            shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+        check_decoder_weights(config["decoder_config"], shapes, f"{name}: {WEIGHTS_FILE}", advice)
         weights = safetensors.torch.load_file(folder / WEIGHTS_FILE)
     except (safetensors.SafetensorError, OSError) as error:
         raise CheckpointError(f"{name}: {WEIGHTS_FILE} is unreadable or not safetensors ({one_line(error)}); "
                               "export the folder again") from None
-    check_decoder_weights(config["decoder_config"], weights, f"{name}: {WEIGHTS_FILE}",
-                          "export the folder again from its .pt")
+    check_decoder_tensors(config["decoder_config"], weights, f"{name}: {WEIGHTS_FILE}", advice)
     proto = (folder / TOKENIZER_FILE).read_bytes()
     check_tokenizer(proto, config, name)
     training = config["training"] if isinstance(config.get("training"), dict) else {}
@@ -173,9 +205,12 @@ def read_config(path: Path, name: str) -> dict:
         raise CheckpointError(f"{name}: {CONFIG_FILE} is not readable JSON ({one_line(error)}); "
                               "export the folder again") from None
     version = config.get("format_version") if isinstance(config, dict) else None
+    if isinstance(version, bool) or isinstance(version, int) and version < 1:
+        raise CheckpointError(f"{name}: {CONFIG_FILE} field format_version is {version!r}, not a format number; "
+                              "export the folder again")
     if isinstance(version, int) and version > CHECKPOINT_VERSION:  # checked first: a newer format may differ in all
-        raise CheckpointError(f"{name}: made by a newer version of this repo (format {version}, this code reads up "
-                              f"to {CHECKPOINT_VERSION}); update the code")
+        raise CheckpointError(f"{name}: {CONFIG_FILE} says format_version {version}: made by a newer version of this "
+                              f"repo (this code reads up to {CHECKPOINT_VERSION}); update the code")
     if version is None or any(not isinstance(config.get(key), int if key == "format_version" else dict)
                               for key in CONFIG_KEYS):
         raise CheckpointError(f"{name}: {CONFIG_FILE} is not a captioner's config (it needs "
@@ -186,19 +221,146 @@ def read_config(path: Path, name: str) -> dict:
 def check_decoder_weights(decoder_config: dict, weights: dict, where: str, advice: str) -> None:
     """A CheckpointError (where, the problem, advice) naming the tensors that are missing, unexpected or of another
     shape than decoder_config gives them. The decoder is built on the meta device: shapes only, no memory."""
-    try:
-        with torch.device("meta"):
-            expected = CaptionDecoder(DecoderConfig(**decoder_config)).state_dict()
-    except (TypeError, ValueError) as error:  # a config from another version, or edited
-        raise CheckpointError(f"{where} does not fit this repo's CaptionDecoder ({one_line(error)}); "
-                              f"{advice}") from None
+    expected = expected_state(decoder_config, where, advice)
+    shape = {key: tuple(getattr(value, "shape", value)) for key, value in weights.items()}  # tensors or shapes
     problems = [f"missing {key}" for key in sorted(expected.keys() - weights.keys())]
     problems += [f"unexpected {key}" for key in sorted(weights.keys() - expected.keys())]
-    problems += [f"{key} is {tuple(weights[key].shape)} where the config makes {tuple(expected[key].shape)}"
-                 for key in sorted(expected.keys() & weights.keys()) if weights[key].shape != expected[key].shape]
+    problems += [f"{key} is {shape[key]} where the config makes {tuple(expected[key].shape)}"
+                 for key in sorted(expected.keys() & weights.keys()) if shape[key] != tuple(expected[key].shape)]
     if problems:
         more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
         raise CheckpointError(f"{where} does not fit its decoder config ({', '.join(problems[:3])}{more}); {advice}")
+
+
+def expected_state(decoder_config: dict, where: str, advice: str) -> dict:
+    """The state_dict decoder_config makes, built on the meta device (shapes only, no memory), after checking that
+    its float32 weights fit in MAX_DECODER_BYTES."""
+    # A lower bound first (every LSTM layer's hidden-to-hidden weights, the embedding and the output layer), so
+    # that a config asking for terabytes is refused before even the meta build spends time on it.
+    fields = {**DecoderConfig(vocab_size=1).to_dict(), **decoder_config}
+    try:
+        least = 4 * (4 * fields["hidden_dim"] ** 2 * fields["num_layers"]
+                     + fields["vocab_size"] * (fields["embed_dim"] + fields["hidden_dim"]))
+    except TypeError:  # not numbers: the build below says so
+        least = 0
+    if least > MAX_DECODER_BYTES:
+        raise CheckpointError(f"{where}: decoder_config describes a decoder of at least {least / 2**30:.1f} GiB, more "
+                              f"than the {MAX_DECODER_BYTES / 2**30:.0f} GiB this repo loads; {advice}")
+    try:
+        with torch.device("meta"):
+            expected = CaptionDecoder(DecoderConfig(**decoder_config)).state_dict()
+    except (TypeError, ValueError, RuntimeError) as error:  # a config from another version, or edited
+        raise CheckpointError(f"{where} does not fit this repo's CaptionDecoder ({one_line(error)}); "
+                              f"{advice}") from None
+    size = 4 * sum(tensor.numel() for tensor in expected.values())
+    if size > MAX_DECODER_BYTES:
+        raise CheckpointError(f"{where}: decoder_config describes a decoder of {size / 2**30:.1f} GiB, more than the "
+                              f"{MAX_DECODER_BYTES / 2**30:.0f} GiB this repo loads; {advice}")
+    return expected
+
+
+def check_decoder_tensors(decoder_config: dict, weights, where: str, advice: str) -> None:
+    """A CheckpointError naming the first decoder tensor that is not one a model can use: not a tensor, not floating
+    point, not finite, or a latent_std that standardisation would divide by (<= 0); and shapes
+    (check_decoder_weights)."""
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"{where}: decoder is {type(weights).__name__}, not a state_dict; {advice}")
+    for key, tensor in weights.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise CheckpointError(f"{where}: decoder tensor {key} is {type(tensor).__name__}, not a tensor; {advice}")
+    check_decoder_weights(decoder_config, weights, where, advice)
+    for key in sorted(weights):
+        tensor = weights[key]
+        if not tensor.is_floating_point():
+            raise CheckpointError(f"{where}: decoder tensor {key} is {str(tensor.dtype).removeprefix('torch.')}, not "
+                                  f"floating point; {advice}")
+        if not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{where}: decoder tensor {key} holds NaN or infinite values; {advice}")
+    if not (weights["latent_std"] > 0).all():
+        raise CheckpointError(f"{where}: decoder tensor latent_std has values <= 0 (standardising would divide by "
+                              f"zero); {advice}")
+
+
+def check_record(record: dict, where: str, advice: str) -> None:
+    """A CheckpointError naming the first field of a checkpoint's (or config.json's) decoder_config, encoder record,
+    data or training record that has the wrong type or is out of range. Run before anything is built or read."""
+    def problem(field, value, wanted):
+        raise CheckpointError(f"{where}: field {field} is {json.dumps(value, default=repr)[:60]}, {wanted}; {advice}")
+
+    def check(field, value, rule):
+        if isinstance(rule, tuple) and isinstance(rule[0], str):  # one of some words
+            if value not in rule:
+                problem(field, value, f"not one of {', '.join(rule)}")
+        elif rule is bool or rule in (str, dict, list):
+            if not isinstance(value, rule) or rule is str and not value.strip():
+                problem(field, value, f"not {'a non-empty string' if rule is str else 'a ' + rule.__name__}")
+        else:
+            kind, low, high = rule
+            number = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+            if not number or not math.isfinite(value):
+                problem(field, value, f"not {'an integer' if kind is int else 'a number'}")
+            if not low <= value <= high:
+                problem(field, value, f"out of range (from {low:g} to {high:g})")
+
+    def check_all(prefix, values, schema, required):
+        if not isinstance(values, dict):
+            problem(prefix, values, "not a mapping")
+        for key in values:
+            if key not in schema and schema is DECODER_SCHEMA:
+                problem(f"{prefix}.{key}", values[key], "not a field of this repo's decoder config")
+        for key, rule in schema.items():
+            if key in values:
+                check(f"{prefix}.{key}", values[key], rule)
+            elif key in required:
+                raise CheckpointError(f"{where}: field {prefix}.{key} is missing; {advice}")
+
+    decoder = record.get("decoder_config")
+    check_all("decoder_config", decoder, DECODER_SCHEMA, ("vocab_size",))
+    for key in ("pad_id", "bos_id", "eos_id"):
+        if decoder.get(key, 0) >= decoder["vocab_size"]:
+            problem(f"decoder_config.{key}", decoder[key], f"not below vocab_size {decoder['vocab_size']}")
+    expected_state(decoder, where, advice)  # its size, before anything is allocated
+    encoder = record.get("encoder")
+    if not isinstance(encoder, dict):
+        problem("encoder", encoder, "not a mapping")
+    features = encoder.get("kind") == "features"
+    check_all("encoder", encoder, FEATURES_RECORD if features else XCLIP_RECORD,
+              FEATURES_RECORD if features else XCLIP_RECORD)
+    if "kind" in encoder:
+        check("encoder.kind", encoder["kind"], ("features", "xclip"))
+    if "latent_dim" in encoder:
+        check("encoder.latent_dim", encoder["latent_dim"], (int, *SIZE))
+        if encoder["latent_dim"] != decoder.get("latent_dim", DecoderConfig.latent_dim):
+            problem("encoder.latent_dim", encoder["latent_dim"], "not the decoder_config's latent_dim")
+    for key in ("sampling", "dtype"):
+        if key in encoder:
+            check(f"encoder.{key}", encoder[key], ("fp32", "bf16") if key == "dtype" else str)
+    if features:
+        shape = encoder["shape"]
+        if not 1 <= len(shape) <= 2 or any(isinstance(size, bool) or not isinstance(size, int) or size < 1
+                                           for size in shape):
+            problem("encoder.shape", shape, "not the shape of a features file ([D] or [T, D])")
+    else:
+        preprocess = encoder["preprocess"]
+        check_all("encoder.preprocess", preprocess, PREPROCESS_SCHEMA, PREPROCESS_SCHEMA)
+        for key in ("mean", "std"):
+            values = preprocess.get(key)
+            if not isinstance(values, list) or len(values) != 3 or any(
+                    isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                    or key == "std" and value <= 0 for value in values):
+                problem(f"encoder.preprocess.{key}", values,
+                        "not three finite numbers" + (" above 0" if key == "std" else ""))
+    for key in ("data", "args", "metrics"):
+        if record.get(key) is not None and not isinstance(record[key], dict):
+            problem(key, record[key], "not a mapping")
+    for key in ("dataset", "scheme"):  # evaluate.py takes them for flags left out
+        if isinstance(record.get("data"), dict) and record["data"].get(key) is not None:
+            check(f"data.{key}", record["data"][key], str)
+    training = record.get("training")
+    if training is not None:
+        check_all("training", training, {"args": dict, "metrics": dict, "epoch": (int, 0, 10**9)}, ())
+    if "epoch" in record:
+        check("epoch", record["epoch"], (int, 0, 10**9))
 
 
 def tokenizer_record(processor: spm.SentencePieceProcessor) -> dict:
@@ -207,29 +369,47 @@ def tokenizer_record(processor: spm.SentencePieceProcessor) -> dict:
             "bos_id": processor.bos_id(), "eos_id": processor.eos_id()}
 
 
-def check_tokenizer(proto: bytes, config: dict, name: str) -> None:
+def tokenizer_digest(proto: bytes) -> str:
+    """sha256 of a tokenizer's bytes, recorded in config.json: another model of the same size and ids differs."""
+    return hashlib.sha256(proto).hexdigest()
+
+
+def check_tokenizer(proto: bytes, config: dict, name: str, what: str | None = None,
+                    advice: str = "export the folder again from its .pt") -> None:
     """A CheckpointError unless proto is a sentencepiece model with the size and special ids that config.json's
-    tokenizer record and the decoder config give."""
+    tokenizer record and the decoder config give, and the sha256 the record gives (a folder exported before the
+    digest was recorded gets a warning). what names the tokenizer in messages (default: the folder's file)."""
+    what = what or f"{name}: {TOKENIZER_FILE}"
     try:
         found = tokenizer_record(spm.SentencePieceProcessor(model_proto=proto)) if proto else None
     except RuntimeError:  # sentencepiece's error for bytes that are not a model
         found = None
     if found is None:
-        raise CheckpointError(f"{name}: {TOKENIZER_FILE} is not a sentencepiece model; export the folder again")
+        raise CheckpointError(f"{what} is not a sentencepiece model; {advice}")
     decoder_config = config["decoder_config"]
-    claims = [(key, value, CONFIG_FILE) for key, value in sorted(config["tokenizer"].items())]
-    claims += [(key, decoder_config.get(key), "the decoder config")
+    record = dict(config["tokenizer"])
+    recorded_digest = record.pop("sha256", None)
+    claims = [(key, value, f"{CONFIG_FILE} tokenizer.{key}") for key, value in sorted(record.items())]
+    claims += [(key, decoder_config.get(key, getattr(DecoderConfig, key, None)), f"decoder_config.{key}")
                for key in ("vocab_size", "pad_id", "bos_id", "eos_id")]
     wrong = [f"{key} {found.get(key)} where {source} says {value}" for key, value, source in claims
              if found.get(key) != value]
+    if not wrong and recorded_digest is not None and recorded_digest != tokenizer_digest(proto):
+        wrong = [f"sha256 {tokenizer_digest(proto)[:12]}... where {CONFIG_FILE} tokenizer.sha256 says "
+                 f"{str(recorded_digest)[:12]}..."]
     if wrong:
-        raise CheckpointError(f"{name}: {TOKENIZER_FILE} is not the tokenizer this model was trained with "
-                              f"({', '.join(wrong[:2])}); export the folder again from its .pt")
+        raise CheckpointError(f"{what} is not the tokenizer this model was trained with "
+                              f"({', '.join(wrong[:2])}); {advice}")
+    if recorded_digest is None and "format_version" in config:
+        warnings.warn(f"{name}: {CONFIG_FILE} records no tokenizer sha256 (exported by an older export.py): "
+                      f"{TOKENIZER_FILE} is checked by its size and special ids only; export it again to record it",
+                      stacklevel=2)
 
 
 def folder_config(checkpoint: dict) -> dict:
     """config.json of an exported folder: what a checkpoint holds besides tensors and the tokenizer's bytes."""
-    tokenizer = tokenizer_record(spm.SentencePieceProcessor(model_proto=checkpoint["tokenizer"]))
+    tokenizer = {**tokenizer_record(spm.SentencePieceProcessor(model_proto=checkpoint["tokenizer"])),
+                 "sha256": tokenizer_digest(checkpoint["tokenizer"])}
     training = {"epoch": checkpoint.get("epoch", 0), "metrics": checkpoint.get("metrics") or {},
                 "args": shareable_args(checkpoint.get("args") or {})}
     return {"format_version": CHECKPOINT_VERSION, "decoder_config": checkpoint["decoder_config"],
@@ -265,6 +445,30 @@ def save_folder(checkpoint: dict, out_dir, readme: str | None = None) -> Path:
         write_text(out_dir / "README.md", readme)
     write_text(out_dir / CONFIG_FILE, config)
     return out_dir
+
+
+def written_by_export(entry: Path) -> bool:
+    """True for a file of a folder save_folder wrote (or began to write before it was killed): config.json that is a
+    captioner's, model.safetensors holding a decoder's latent statistics, tokenizer.model and README.md beside one of
+    those. Anything else is someone else's, and export.py leaves it alone."""
+    entry = Path(entry)
+    if not entry.is_file():
+        return False
+    if entry.name == CONFIG_FILE:
+        try:
+            config = json.loads(entry.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return False
+        return isinstance(config, dict) and "format_version" in config and "decoder_config" in config
+    if entry.name == WEIGHTS_FILE:
+        try:
+            with safetensors.safe_open(entry, framework="pt") as weights:
+                return {"latent_mean", "latent_std"} <= set(weights.keys())
+        except (safetensors.SafetensorError, OSError):
+            return False
+    if entry.name in (TOKENIZER_FILE, "README.md"):
+        return any(written_by_export(entry.with_name(name)) for name in (CONFIG_FILE, WEIGHTS_FILE))
+    return False
 
 
 def decoder_from_checkpoint(checkpoint: dict) -> CaptionDecoder:

@@ -94,6 +94,52 @@ def check_writable(path, flag: str) -> None:
         raise UserError(f"{flag} {path}: {folder} is not writable; pass a writable path")
 
 
+def same_file(first, second) -> bool:
+    """True when two paths name one file: the same resolved path (.., links followed), or, when both exist, the
+    same inode (a hard link)."""
+    if os.path.realpath(first) == os.path.realpath(second):
+        return True
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return False
+
+
+def check_outputs(outputs, inputs=()) -> None:
+    """UserError now, before any work, when an output would replace an input of the same run or another output of
+    it. outputs and inputs are (flag, path) pairs; empty paths (not asked for) are left out. A folder among the
+    inputs is one read whole (an exported model, a features folder): an existing file inside it is an input too."""
+    outputs = [(flag, Path(path)) for flag, path in outputs if path]
+    inputs = [(flag, Path(path)) for flag, path in inputs if path]
+    for index, (flag, path) in enumerate(outputs):
+        for other_flag, other in outputs[:index]:
+            if same_file(path, other):
+                raise UserError(f"{flag} {path}: the same file as {other_flag} {other}; pass two different paths")
+        for input_flag, source in inputs:
+            resolved = Path(os.path.realpath(path))  # what the path will be once its folders are made
+            inside = source.is_dir() and resolved.exists() and resolved.is_relative_to(os.path.realpath(source))
+            if same_file(path, source) or inside:
+                raise UserError(f"{flag} {path}: would replace {'a file of ' if inside else ''}{input_flag} "
+                                f"{source}, an input of this run; pass another path")
+
+
+def check_output_folder(folder, flag: str, ours, overwrite: bool = False, overwrite_flag: str | None = "--overwrite"):
+    """UserError when folder holds anything that ours(entry) says this script did not write (another model, a
+    dataset, anyone's files), unless overwrite; a missing or empty folder, and atomic_write's temporary files, pass.
+    Nothing is deleted either way: the script only writes its own file names. overwrite_flag None: the script has
+    no such flag."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    foreign = sorted(entry.name for entry in folder.iterdir()
+                     if not ours(entry) and not re.fullmatch(r"\..+\.tmp\d+", entry.name))  # atomic_write's
+    if foreign and not overwrite:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        anyway = f", or {overwrite_flag} to write into it anyway" if overwrite_flag else ""
+        raise UserError(f"{flag} {folder}: holds files this script did not write ({', '.join(foreign[:3])}{more}); "
+                        f"pass an empty or new folder{anyway}")
+
+
 def interrupted(what_is_kept: str) -> int:
     """Ctrl-C: one line saying what was kept and what to rerun (no traceback), and the exit code 130."""
     fail(f"interrupted; {what_is_kept}")
@@ -105,6 +151,35 @@ def save_array(path, array) -> Path:
     import numpy as np  # numpy is light, but common.py keeps its imports to the standard library
 
     return atomic_write(path, lambda handle: np.save(handle, array))
+
+
+def load_npy(path):
+    """A .npy file's array, its header read and checked first: a UserError naming the file (callers add what to do)
+    when it is not a .npy, holds objects (never unpickled), or claims a shape its size cannot hold. So a tiny file
+    that claims (10**6, 10**6) costs nothing, and nothing larger than the file is ever allocated."""
+    import numpy as np
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in read_header:
+                raise ValueError(f"format version {version} is not one numpy.save writes here")
+            shape, _, dtype = read_header[version](handle)
+            offset = handle.tell()
+        size = path.stat().st_size
+    except (OSError, ValueError, EOFError, SyntaxError) as error:
+        raise UserError(f"{path}: not a readable .npy file ({one_line(error)})") from None
+    if dtype.hasobject or dtype.kind not in "biuf":
+        raise UserError(f"{path}: holds {dtype} values, not numbers")
+    expected = dtype.itemsize
+    for length in shape:
+        expected *= length
+    if size - offset != expected:
+        raise UserError(f"{path}: its header claims a {dtype} array of shape {shape} ({expected:,} bytes), but the "
+                        f"file holds {size - offset:,} bytes of data (damaged or edited)")
+    return np.load(path, allow_pickle=False)
 
 
 def is_video_file(path) -> bool:

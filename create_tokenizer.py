@@ -16,7 +16,7 @@ from pathlib import Path
 import sentencepiece as spm
 
 from annotations import add_data_arguments, load_dataset, normalize_caption
-from common import UserError, fail, one_line, positive_int
+from common import UserError, check_outputs, fail, one_line, positive_int
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
@@ -31,6 +31,12 @@ def _train(sentences, model_prefix, vocab_size):
         num_threads=max(1, os.cpu_count() or 1), minloglevel=2)  # minloglevel 2: errors only
 
 
+def tokenizer_prefix(out_prefix) -> Path:
+    """--out_prefix as the files' prefix: a folder given, the files go inside it as tokenizer.model/.vocab."""
+    out_prefix = Path(out_prefix)
+    return out_prefix / "tokenizer" if out_prefix.is_dir() else out_prefix
+
+
 def train_tokenizer(captions, out_prefix, vocab_size=10000):
     """Train sentencepiece BPE on the normalised captions; write out_prefix.model/.vocab; return the .model path.
 
@@ -40,9 +46,7 @@ def train_tokenizer(captions, out_prefix, vocab_size=10000):
     sentences = [caption for caption in map(normalize_caption, captions) if caption]
     if not sentences:
         raise ValueError("no captions to train the tokenizer on")
-    out_prefix = Path(out_prefix)
-    if out_prefix.is_dir():  # a folder given: the files go inside it
-        out_prefix = out_prefix / "tokenizer"
+    out_prefix = tokenizer_prefix(out_prefix)
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
     # Train under a temporary prefix and rename, so a failed run never leaves a half-written tokenizer.
     temp_prefix = out_prefix.with_name(f".{out_prefix.name}.tmp{os.getpid()}")
@@ -94,7 +98,11 @@ def parse_args(argv=None):
 
 def main(args) -> int:
     try:
-        captions = train_captions(load_dataset(args, check_videos=False))
+        dataset = load_dataset(args, check_videos=False)
+        check_outputs([("--out_prefix", f"{tokenizer_prefix(args.out_prefix)}.model"),
+                       ("--out_prefix", f"{tokenizer_prefix(args.out_prefix)}.vocab")],
+                      [("the annotations", source) for source in dataset.sources])
+        captions = train_captions(dataset)
         if not captions:
             raise UserError(f"{args.data_dir}: the {args.scheme} train split has no captions")
         model_path = train_tokenizer(captions, args.out_prefix, args.vocab_size)

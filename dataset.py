@@ -32,7 +32,7 @@ import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from annotations import add_data_arguments, dataset_summary, load_dataset, videos_not_on_disk
-from common import UserError, count, fail, frame_count, one_line, positive_int, save_array
+from common import UserError, check_outputs, count, fail, frame_count, one_line, positive_int, save_array
 
 
 class VideoError(UserError):
@@ -757,6 +757,7 @@ def summarise_dataset(args) -> int:
 def sample_video(args) -> int:
     """--video_path: sample it, print frames decoded, indices, rotation, shape, warnings; optionally --save them."""
     preprocess = Preprocess(image_size=args.image_size, shortest_edge=args.image_size)
+    check_outputs([("--save", args.save)], [("--video_path", args.video_path)])
     frames, info = read_video(args.video_path, args.num_frames, preprocess, jitter=args.jitter, seed=args.seed)
     if args.save:
         try:

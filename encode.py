@@ -34,8 +34,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from annotations import SPLIT_NAMES, add_data_arguments, load_dataset
-from common import (DEFAULT_XCLIP, UserError, count, default_workers, expand_video_paths, fail, interrupted, one_line,
-                    gpu_has_native_bf16, positive_int, resolve_device, save_array, set_device, write_text)
+from common import (DEFAULT_XCLIP, UserError, check_output_folder, check_outputs, count, default_workers,
+                    expand_video_paths, fail, gpu_has_native_bf16, interrupted, load_npy, one_line, positive_int,
+                    resolve_device, save_array, set_device, write_text)
 from dataset import (VIEW_SEED, XCLIP_MEAN, XCLIP_STD, Preprocess, VideoClips, VideoError, collate_clips,
                      normalise_levels, share_cores)
 from model import XClipEncoder
@@ -174,6 +175,14 @@ def find_cache_folder(encoder, cache_dir, preprocess: Preprocess, dtype_name: st
     return own
 
 
+CACHE_FILES = ("latents", "frames", "meta.json", "failures.jsonl")  # what a cache folder holds
+
+
+def is_cache_folder(entry: Path) -> bool:
+    """True for a folder of --cache_dir that encode.py made: a cache (meta.json), or one begun (empty or entries)."""
+    return entry.is_dir() and all(child.name in CACHE_FILES for child in entry.iterdir())
+
+
 class LatentCache:
     """One folder of latents, one `latents/<video_id>.npy` each, plus meta.json and failures.jsonl.
 
@@ -184,6 +193,9 @@ class LatentCache:
 
     def __init__(self, root, meta: dict, with_frames: bool = False, made_by=None):
         self.root = Path(root)
+        if not (self.root / "meta.json").exists():  # a new cache: never in a folder of someone else's files
+            check_output_folder(self.root, "--cache_dir: the cache folder", lambda entry: entry.name in CACHE_FILES,
+                                overwrite_flag=None)
         # made_by(fingerprint, name): whether an existing meta.json's encoder is this one (default: same fingerprint)
         self.made_by = made_by or (lambda fingerprint, name: fingerprint == meta.get("fingerprint"))
         self.entries = self.root / "latents"
@@ -259,7 +271,10 @@ class LatentCache:
     def _load_entry(self, path: Path, shape, what: str) -> np.ndarray:
         """np.load with damage and shape checks; shape is one view's ((D,) or (F, D)), None = not checked."""
         try:
-            entry = np.load(path)
+            entry = load_npy(path)
+        except UserError as error:  # load_npy's "<path>: <what is wrong>"
+            raise CacheError(f"{path}: damaged cache entry ({str(error).removeprefix(f'{path}: ')}); delete it and "
+                             "run encode.py again") from None
         except (OSError, ValueError, EOFError) as error:
             raise CacheError(f"{path}: damaged cache entry ({error}); delete it and run encode.py again") from None
         if shape is not None and self.views > 1:
@@ -463,7 +478,9 @@ def feature_file(folder: Path, video_id: str) -> Path:
 def load_feature_file(path: Path) -> np.ndarray:
     """One video's features, (D,) or (T, D) float32; CacheError naming the file when it is damaged or not 1-2-D."""
     try:
-        features = np.load(path, allow_pickle=False)
+        features = load_npy(path)
+    except UserError as error:
+        raise CacheError(f"{error}; re-export it") from None
     except (OSError, ValueError, EOFError) as error:
         raise CacheError(f"{path}: not a readable .npy feature file ({error}); re-export it") from None
     if features.ndim not in (1, 2) or features.size == 0 or not np.issubdtype(features.dtype, np.number):
@@ -507,8 +524,9 @@ def split_features(dataset, splits, folder, frame_features=False) -> tuple:
     result = {}
     for split in splits:
         ids = [video_id for video_id in dataset.splits[split] if video_id in present]
-        stacked = [present[video_id] if frame_features or present[video_id].ndim == 1 else present[video_id].mean(0)
-                   for video_id in ids]
+        # The mean over time in float64: values near 1e38 would overflow float32's sum.
+        stacked = [present[video_id] if frame_features or present[video_id].ndim == 1
+                   else present[video_id].mean(0, dtype=np.float64).astype(np.float32) for video_id in ids]
         result[split] = (ids, np.stack(stacked) if ids else np.zeros((0, first.shape[-1]), np.float32))
     record = {"kind": "features", "name": folder.name, "shape": list(first.shape), "latent_dim": int(first.shape[-1]),
               "num_frames": int(first.shape[0]) if first.ndim == 2 else 1}
@@ -565,6 +583,9 @@ def main(args) -> int:
         return fail(f"--shard {args.shard}: pass 0 to {args.num_shards - 1} (shards are numbered from 0)")
     try:
         items = items_for(args)
+        check_output_folder(args.cache_dir, "--cache_dir", is_cache_folder, overwrite_flag=None)
+        check_outputs([("--cache_dir", args.cache_dir)], [("--video_path", path) for _, path in items]
+                      + [("--xclip_model", args.xclip_model)])
         device = resolve_device(args.device)
         set_device(device)
         encoder, reference = load_encoder(args.xclip_model, args.encode_dtype, device)

@@ -40,8 +40,8 @@ from pycocoevalcap.tokenizer import ptbtokenizer
 
 from annotations import add_data_arguments, load_dataset
 from checkpoint import checkpoint_digest, load_captioner, load_checkpoint
-from common import (UserError, check_writable, count, fail, interrupted, non_negative, one_line, positive_int,
-                    resolve_device, write_json, write_text)
+from common import (UserError, check_outputs, check_writable, count, fail, interrupted, non_negative, one_line,
+                    positive_int, resolve_device, write_json, write_text)
 from diagnostics import caption_diagnostics, collapse_warning, format_diagnostics, format_report
 from encode import split_features, split_latents
 from model import caption_features
@@ -342,6 +342,26 @@ def split_inputs(args, checkpoint, dataset, decoder, encoder) -> tuple:
     return video_ids, features.mean(axis=1) if args.views > 1 else features
 
 
+# Features larger than this many times the training features' scale are not video features.
+ABSURD_SCALE = 1e4
+
+
+def warn_absurd_features(video_ids, features, decoder) -> None:
+    """A warning per video whose features are absurd: values beyond ABSURD_SCALE times the training features' scale
+    (the largest |mean| + std of a dimension), as an edited or corrupt feature file or cache entry holding 1e38
+    has. Its caption is scored but means nothing. (Not per dimension: a dimension constant in training, such as a
+    ReLU feature that is always 0, has no spread to measure against.)"""
+    if len(video_ids) == 0:
+        return
+    scale = float((decoder.latent_mean.abs() + decoder.latent_std).max())
+    worst = torch.as_tensor(features).float().cpu().abs().reshape(len(video_ids), -1).amax(dim=1)  # (N,)
+    for video_id, largest in zip(video_ids, worst.tolist()):
+        if not largest <= ABSURD_SCALE * scale:  # NaN too
+            warnings.warn(f"{video_id}: its features reach {largest:.3g}, {largest / scale:.3g} times the scale of "
+                          "the training features (a damaged or edited feature file or cache entry?); its caption "
+                          "means nothing", stacklevel=2)
+
+
 def evaluate_checkpoint(args, java=None) -> dict:
     """Caption every video of a split with a checkpoint and score it: the result dict --out writes, with the
     checkpoint's digest, which export.py checks before it puts the scores in a model card."""
@@ -354,9 +374,12 @@ def evaluate_checkpoint(args, java=None) -> dict:
             f"precomputed features ({record.get('name')}, shape {record.get('shape')}); pass --features DIR of the "
             f"same kind" if args.features is None else "videos through X-CLIP; leave --features out"))
     dataset = load_dataset(args, check_videos=not args.features)
+    check_outputs([("--out", getattr(args, "out", "")), ("--report", getattr(args, "report", ""))],
+                  [("the annotations", source) for source in dataset.sources])
     encoder, decoder, tokenizer, _ = load_captioner(checkpoint, device, args.xclip_model,
                                                     with_encoder=not args.features)
     video_ids, features = split_inputs(args, checkpoint, dataset, decoder, encoder)
+    warn_absurd_features(video_ids, features, decoder)
     features = control_features(torch.from_numpy(features).to(device), args.control)
     captions = caption_features(decoder, tokenizer, features, args.beam_size, args.max_len, args.batch_size,
                                 args.length_penalty)
@@ -453,6 +476,10 @@ def run(args) -> dict:
         raise UserError("--java yes: no working `java` on PATH; install a Java runtime or pass --java auto")
     check_writable(args.out, "--out")
     check_writable(args.report, "--report")
+    check_outputs([("--out", args.out), ("--report", args.report)],
+                  [("--hyp", args.hyp), *[("--refs", refs) for refs in args.refs], ("--model_path", args.model_path),
+                   ("--annotations", args.annotations), ("--features", args.features),
+                   ("--xclip_model", args.xclip_model)])
     if args.model_path and (args.hyp or args.refs):
         raise UserError("--model_path captions a split; --hyp and --refs score caption files: pass one or the other")
     if args.model_path:

@@ -19,8 +19,8 @@ from pathlib import Path
 from huggingface_hub import HfApi, ModelCardData
 
 from checkpoint import (CONFIG_FILE, FOLDER_FILES, TOKENIZER_FILE, WEIGHTS_FILE, checkpoint_digest, is_repo_id,
-                        load_checkpoint, save_folder, shareable_args)
-from common import UserError, fail, one_line
+                        load_checkpoint, save_folder, shareable_args, written_by_export)
+from common import UserError, check_output_folder, check_outputs, fail, one_line
 from evaluate import METRIC_NAMES
 
 SHARED_FILES = FOLDER_FILES + ("README.md",)
@@ -47,6 +47,9 @@ def parse_args(argv=None):
     parser.add_argument("--push_to_hub", default="", metavar="USER/NAME",
                         help="also upload the folder to this Hub model repo (created if missing; token from "
                              "`hf auth login` or HF_TOKEN)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an --out_dir that holds files export.py did not write (its four file names "
+                             "are replaced, the rest is left alone)")
     parser.add_argument("--private", action="store_true",
                         help="with --push_to_hub: create the repo private (an existing repo keeps its visibility)")
     return parser.parse_args(argv)
@@ -285,6 +288,13 @@ def main(args) -> int:
     try:
         if args.push_to_hub and not is_repo_id(args.push_to_hub):
             raise UserError(f"--push_to_hub {args.push_to_hub}: not a Hub repo id; pass user/name")
+        out_dir = Path(args.out_dir)
+        check_outputs([("--out_dir", out_dir / name) for name in SHARED_FILES],
+                      [("--model_path", args.model_path), ("--results", args.results),
+                       ("log.jsonl", Path(args.model_path).with_name("log.jsonl"))])
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UserError(f"--out_dir {out_dir}: is a file, not a folder; pass a folder")
+        check_output_folder(out_dir, "--out_dir", written_by_export, args.overwrite)
         checkpoint = load_checkpoint(args.model_path)
         results = read_results(args.results) if args.results else None
         if results:

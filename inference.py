@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from common import (UserError, check_writable, count, fail, interrupted, non_negative, positive_float, positive_int,
-                    share, write_text)
+from common import (UserError, check_outputs, check_writable, count, fail, interrupted, non_negative, positive_float,
+                    positive_int, share, write_text)
 
 # torch, transformers and the modules that import them are imported inside the functions that use them, so
 # that `inference.py --help` answers at once instead of after several seconds of imports.
@@ -329,6 +329,9 @@ def main(args) -> int:
             raise UserError(problem)
         check_writable(args.srt, "--srt")
         check_writable(args.vtt, "--vtt")
+        check_outputs([("--srt", args.srt), ("--vtt", args.vtt)],
+                      [("--video_path", path) for path in paths] + [("--model_path", args.model_path),
+                       ("--tokenizer_path", args.tokenizer_path), ("--xclip_model", args.xclip_model)])
         captioner = load_captioner(args.model_path, resolve_device(args.device), args.xclip_model,
                                    args.tokenizer_path)
         for path, outcome in outcomes(paths, captioner, args):

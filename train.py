@@ -34,8 +34,9 @@ from tqdm import tqdm
 
 from annotations import add_data_arguments, load_dataset, normalize_caption
 from checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
-from common import (DEFAULT_XCLIP, UserError, count, fail, fraction, gpu_has_native_bf16, interrupted, non_negative,
-                    one_line, positive_float, positive_int, resolve_device, set_device, write_text)
+from common import (DEFAULT_XCLIP, UserError, check_output_folder, check_outputs, count, fail, fraction,
+                    gpu_has_native_bf16, interrupted, non_negative, one_line, positive_float, positive_int,
+                    resolve_device, set_device, write_text)
 from curves import TENSORBOARD_MISSING, add_scalars, open_tensorboard, redraw, tensorboard_available
 from encode import load_encoder, split_features, split_latents
 from evaluate import score_captions
@@ -222,7 +223,12 @@ def build_decoder(args, data: TrainingData) -> CaptionDecoder:
                            num_frames=int(data.encoder_meta["num_frames"]))
     decoder = CaptionDecoder(config)
     flat = features.reshape(-1, latent_dim)  # every view and frame counts in the statistics
-    decoder.set_latent_stats(flat.mean(0), flat.std(0))
+    mean, std = torch.as_tensor(flat.mean(0)), torch.as_tensor(flat.std(0))
+    if len(flat) > 1 and not (torch.isfinite(mean).all() and torch.isfinite(std).all()):  # 1e38 overflows them
+        raise UserError(f"the train split's features (--features or the latent cache) reach "
+                        f"{float(abs(flat).max()):.3g}, too large for float32 statistics (their mean or spread "
+                        "overflows): fix or remove those files")
+    decoder.set_latent_stats(mean, std)
     return decoder
 
 
@@ -330,7 +336,13 @@ def run_epoch(model, features, video_index, rows, batch_size, device, optimizer=
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
             scheduler.step()
-        total_loss += loss.item() * len(batch)
+        value = loss.item()
+        if not math.isfinite(value):  # features too large (1e38) or broken: stop before a NaN epoch is saved
+            split = "train" if training else "val"
+            raise UserError(f"{desc}: the loss became {value} on the {split} split; its features (--features or the "
+                            f"latent cache) reach {features.abs().max().item():.3g}, too large to train on: fix or "
+                            "remove those files; last.pt in --out_dir keeps the last finished epoch")
+        total_loss += value * len(batch)
         total_count += len(batch)
         bar.set_postfix(loss=f"{total_loss / total_count:.3f}")
     return total_loss / max(1, total_count)
@@ -498,8 +510,12 @@ def train(args, data: TrainingData, decoder, rank, world_size, device) -> None:
         print(f"best val CIDEr {best[0]:.3f}; checkpoints in {out_dir}")
 
 
+# What train.py writes in --out_dir (and out_dir/tensorboard with --tensorboard).
+RUN_FILES = ("last.pt", "best.pt", "log.jsonl", "curves.png")
+
+
 def check_args(args):
-    """None, or one line saying which flags do not go together."""
+    """None, or one line saying which flags do not go together, or why --out_dir cannot take the run."""
     if args.features and args.views > 1:
         return "--views samples videos again; precomputed --features have one sampling: leave --views out"
     if args.decoder == "attention" and args.latent_every_step:
@@ -514,6 +530,15 @@ def check_args(args):
     if held and not (args.resume or args.overwrite):
         return (f"{out_dir}: holds a run ({', '.join(held)}); pass --resume to go on with it, --overwrite to start "
                 "it again, or another --out_dir")
+    try:
+        check_outputs([("--out_dir", out_dir / name) for name in RUN_FILES],
+                      [("--tokenizer_path", args.tokenizer_path), ("--annotations", args.annotations),
+                       ("--features", args.features), ("--xclip_model", args.xclip_model)])
+        if not args.resume:  # a run's folder may hold the user's notes; a new one holds only what train.py writes
+            check_output_folder(out_dir, "--out_dir", lambda entry: entry.name in RUN_FILES + ("tensorboard",),
+                                args.overwrite)
+    except UserError as error:
+        return str(error)
     return None
 
 

@@ -131,12 +131,19 @@ def read_json(path: Path):
 
 
 def read_text(path: Path) -> str:
-    """A text file's content (UTF-8, a BOM dropped; CRLF or CR line ends read as LF)."""
+    """A text file's content (UTF-8, a BOM dropped; CRLF or CR line ends read as LF). Another encoding is a
+    DatasetError naming the line, not text read with replacement characters."""
     try:
-        with open(path, encoding="utf-8-sig", errors="replace", newline=None) as handle:
-            return handle.read()
+        data = Path(path).read_bytes()
     except OSError as error:
         raise DatasetError(f"{path}: cannot read it ({error})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise DatasetError(f"{path}:{line}: not UTF-8 text (byte 0x{data[error.start]:02x}); save the file as "
+                           "UTF-8") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def warn_skipped(shown_name: str, problems: list) -> None:

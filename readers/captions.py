@@ -11,6 +11,7 @@ fractions --split_fractions, default 80/10/10) and the split is written next to 
 import csv
 import io
 import json
+import os
 import random
 import warnings
 from pathlib import Path
@@ -55,6 +56,7 @@ def parse_rows(path: Path, rows: list) -> tuple:
     """(captions by video id, split by video id or None without a split column, file by video id); a bad row is a
     DatasetError naming its line."""
     captions, split_by_video, video_files = {}, {}, {}
+    id_by_file, spelling = {}, {}  # a video file (however the rows reach it) -> its id, and how it was first written
     has_split = any(row.get("split") not in (None, "") for _, row in rows)
     for number, row in rows:
         video, caption = row.get("video"), row.get("caption")
@@ -63,8 +65,9 @@ def parse_rows(path: Path, rows: list) -> tuple:
         if not isinstance(caption, str) or not caption.strip():
             raise DatasetError(f"{path}:{number}: empty or missing 'caption' for {video}")
         video_path = path.parent / video.strip()
-        video_id = Path(video.strip()).with_suffix("").as_posix()
-        video_files[video_id] = video_path
+        video_id = id_by_file.setdefault(file_identity(video_path), Path(video.strip()).with_suffix("").as_posix())
+        spelling.setdefault(video_id, video.strip())
+        video_files.setdefault(video_id, video_path)
         captions.setdefault(video_id, []).append(caption.strip())
         if not has_split:
             continue
@@ -73,9 +76,20 @@ def parse_rows(path: Path, rows: list) -> tuple:
             raise DatasetError(f"{path}:{number}: split {row.get('split')!r} for {video}; use train, val or test "
                                f"(or leave the column out for a random split by video)")
         if split_by_video.setdefault(video_id, split) != split:
-            raise DatasetError(f"{path}:{number}: {video} is in {split} here and in {split_by_video[video_id]} on an "
-                               f"earlier line; a video belongs to one split")
+            same = "" if video.strip() == spelling[video_id] else f" (the same file as {spelling[video_id]})"
+            raise DatasetError(f"{path}:{number}: {video}{same} is in {split} here and in {split_by_video[video_id]} "
+                               f"on an earlier line; a video belongs to one split")
     return captions, (split_by_video if has_split else None), video_files
+
+
+def file_identity(video_path: Path):
+    """What names one video file however a row writes its path (.., absolute, a symlink, a hard link): its device
+    and inode when it exists, else its resolved path."""
+    try:
+        stat = os.stat(video_path)
+        return stat.st_dev, stat.st_ino
+    except OSError:
+        return os.path.realpath(video_path)
 
 
 def draw_split(video_ids: list, fractions, seed: int) -> dict:

@@ -100,7 +100,7 @@ def test_folder_holds_what_the_checkpoint_holds_and_its_card_parses(world):
     config_text = (world["folder"] / "config.json").read_text()
     assert str(world["root"] / "data") not in config_text
     assert json.loads(config_text)["tokenizer"] == {"vocab_size": 300, "pad_id": 0, "unk_id": 1, "bos_id": 2,
-                                                    "eos_id": 3}
+                                                    "eos_id": 3, "sha256": hashlib.sha256(original["tokenizer"]).hexdigest()}
 
     card = (world["folder"] / "README.md").read_text()
     assert card.startswith("---\n")
@@ -258,7 +258,7 @@ def damage(folder, kind, world, tmp_path):
     elif kind == "tokenizer of another vocabulary":
         other = train_tokenizer(train_captions(load_msrvtt(world["data"])), tmp_path / "other", vocab_size=290)
         shutil.copy(other, folder / "tokenizer.model")
-        words = "vocab_size 290 where config.json says 300"
+        words = "vocab_size 290 where config.json tokenizer.vocab_size says 300"
     elif kind == "not a tokenizer":
         (folder / "tokenizer.model").write_bytes(b"not a sentencepiece model")
         words = "not a sentencepiece model"

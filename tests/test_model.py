@@ -1,7 +1,9 @@
 """The LSTM decoder, its decoding, and checkpoints."""
+import io
 import pickle
 
 import pytest
+import sentencepiece as spm
 import torch
 
 from checkpoint import CheckpointError, decoder_from_checkpoint, load_checkpoint, save_checkpoint
@@ -85,9 +87,22 @@ def test_sampling_is_seeded_and_small_top_p_is_greedy():
     assert sample(decoder, latents, max_len=10, top_p=1e-6, seed=1) == greedy(decoder, latents, max_len=10)
 
 
+def tokenizer_proto(vocab_size=40) -> bytes:
+    """A sentencepiece model of vocab_size pieces with the decoder's special ids, trained on a toy corpus."""
+    model = io.BytesIO()
+    corpus = ["a man is cooking food in the kitchen", "a woman plays the guitar on a stage",
+              "two dogs run across a green field"] * 20
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus), model_writer=model, vocab_size=vocab_size,
+                                   model_type="bpe", pad_id=0, unk_id=1, bos_id=2, eos_id=3, hard_vocab_limit=False,
+                                   minloglevel=2)
+    return model.getvalue()
+
+
 def payload_for(decoder):
-    return {"decoder_config": decoder.config.to_dict(), "decoder": decoder.state_dict(), "tokenizer": b"proto",
-            "encoder": {"name": "x", "fingerprint": "f"}, "args": {"lr": 1e-3}, "metrics": {"CIDEr": 0.5}}
+    preprocess = {"image_size": 32, "shortest_edge": 32, "mean": [0.5] * 3, "std": [0.5] * 3}
+    return {"decoder_config": decoder.config.to_dict(), "decoder": decoder.state_dict(), "tokenizer": tokenizer_proto(),
+            "encoder": {"name": "x", "fingerprint": "f", "num_frames": 8, "preprocess": preprocess},
+            "args": {"lr": 1e-3}, "metrics": {"CIDEr": 0.5}}
 
 
 def test_checkpoint_round_trips_bit_for_bit(tmp_path):

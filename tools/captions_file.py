@@ -20,7 +20,7 @@ if str(REPO) not in sys.path:  # run as `python tools/captions_file.py`, only to
     sys.path.insert(0, str(REPO))
 
 from annotations import SPLIT_NAMES, add_data_arguments, load_dataset  # noqa: E402
-from common import UserError, fail, write_text  # noqa: E402
+from common import UserError, check_outputs, fail, write_text  # noqa: E402
 from encode import feature_file  # noqa: E402
 
 
@@ -52,6 +52,8 @@ def parse_args(argv=None):
 def main(args) -> int:
     try:
         dataset = load_dataset(args, check_videos=False)
+        check_outputs([("--out", args.out)], [("the annotations", source) for source in dataset.sources]
+                      + [("--with_features", args.with_features)])
         rows = caption_rows(dataset, Path(args.out).absolute().parent, args.with_features,
                             keep_split=not (args.new_split or args.with_features))
         if not rows:
