@@ -32,7 +32,7 @@ import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from annotations import add_data_arguments, dataset_summary, load_dataset, videos_not_on_disk
-from common import UserError, count, fail, frame_count, one_line, positive_int, save_array
+from common import UserError, count, fail, frame_count, one_line, positive_int, save_array, use_warning_lines
 
 
 class VideoError(UserError):
@@ -757,6 +757,7 @@ def sample_video(args) -> int:
 
 
 def main(args) -> int:
+    use_warning_lines()
     for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 are printed escaped, not a crash
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")

@@ -33,6 +33,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from common import progress_bar, use_warning_lines
+
 from annotations import SPLIT_NAMES, add_data_arguments, load_dataset
 from common import (DEFAULT_XCLIP, UserError, count, expand_video_paths, fail, interrupted, one_line, positive_int,
                     resolve_device, save_array, write_text)
@@ -355,7 +357,7 @@ def encode_videos(items, encoder, cache, preprocess, batch_size=8, num_workers=2
         return summary
     batches = encoded_batches(todo, encoder, preprocess, cache.views, cache.with_frames, batch_size, num_workers,
                               reference_encoder)
-    bar = tqdm(total=len(todo), unit="video", desc="encoding", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(todo), unit="video", desc="encoding", disable=not progress, dynamic_ncols=True)
     try:
         for batch in batches:
             if strict and batch["failures"]:
@@ -531,6 +533,7 @@ def parse_args(argv=None):
 
 
 def main(args) -> int:
+    use_warning_lines()
     if args.shard >= args.num_shards:
         return fail(f"--shard {args.shard}: pass 0 to {args.num_shards - 1} (shards are numbered from 0)")
     try:

@@ -43,6 +43,7 @@ from checkpoint import (checkpoint_digest, decoder_from_checkpoint, encoder_from
                         tokenizer_from_checkpoint)
 from common import (UserError, check_writable, count, fail, interrupted, non_negative, one_line, positive_int,
                     resolve_device, write_json, write_text)
+from common import use_warning_lines
 from diagnostics import caption_diagnostics, collapse_warning, format_diagnostics, format_report
 from encode import split_features, split_latents
 from model import caption_features
@@ -462,6 +463,7 @@ def run(args) -> dict:
 
 
 def main(args) -> int:
+    use_warning_lines()
     try:
         report_and_save(run(args), args.out, args.report)
     except UserError as error:

@@ -29,7 +29,7 @@ import numpy as np
 import sentencepiece as spm
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
+from common import progress_bar, use_warning_lines
 
 from annotations import add_data_arguments, load_dataset, normalize_caption
 from checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
@@ -294,7 +294,7 @@ def run_epoch(model, features, video_index, rows, batch_size, device, optimizer=
     # (against the epoch's mean per batch), so that every token counts alike, as in batches of mixed lengths.
     mean_batch_tokens = float((lengths - 1).sum()) / len(batches) if buckets and training else None
     total_loss, total_count = 0.0, 0
-    bar = tqdm(batches, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=rank != 0)
+    bar = progress_bar(batches, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=rank != 0)
     for global_batch in bar:
         batch = global_batch[rank::world_size]
         scale = 1.0
@@ -484,6 +484,7 @@ def check_args(args):
 
 
 def main(args) -> int:
+    use_warning_lines()
     problem = check_args(args)
     if problem:
         return fail(problem)

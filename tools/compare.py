@@ -27,7 +27,7 @@ import numpy as np
 import evaluate
 import train
 from annotations import load_msrvtt
-from common import UserError, expand_video_paths, fail, write_json, write_text
+from common import UserError, expand_video_paths, fail, write_json, write_text, use_warning_lines
 from create_tokenizer import train_captions, train_tokenizer
 from encode import encode_videos, load_encoder, open_cache, split_latents
 from synthetic import make_synthetic_msrvtt, make_tiny_xclip
@@ -293,6 +293,7 @@ def check_args(args):
 
 
 def main(args) -> int:
+    use_warning_lines()
     problem = check_args(args)
     if problem:
         return fail(problem)
