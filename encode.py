@@ -16,7 +16,6 @@ attention decoder reads.
 """
 import argparse
 import copy
-import functools
 import json
 import os
 import re
@@ -39,7 +38,7 @@ from annotations import SPLIT_NAMES, add_data_arguments, load_dataset
 from common import (DEFAULT_XCLIP, UserError, count, expand_video_paths, fail, interrupted, one_line, positive_int,
                     resolve_device, save_array, write_text)
 from dataset import (VIEW_SEED, XCLIP_MEAN, XCLIP_STD, Preprocess, VideoClips, VideoError, collate_clips,
-                     share_cores)
+                     leave_ctrl_c_to_main)
 from model import XClipEncoder
 
 
@@ -310,10 +309,10 @@ def encoded_batches(items, encoder, preprocess, views: int = 1, with_frames: boo
     and "encode_seconds".
     The workers stay at most a few batches ahead, so memory is bounded whatever the number of videos.
     reference_encoder (fp32) is compared with the encoder on the first batch (a bf16 encoder's distance)."""
-    loader = DataLoader(VideoClips(items, encoder.num_frames, preprocess, views), batch_size=batch_size,
+    loader = DataLoader(VideoClips(items, encoder.num_frames, preprocess, views, num_workers), batch_size=batch_size,
                         num_workers=num_workers, collate_fn=collate_clips, persistent_workers=False,
                         prefetch_factor=4 if num_workers else None,
-                        worker_init_fn=functools.partial(share_cores, num_workers))
+                        worker_init_fn=leave_ctrl_c_to_main)
     for batch in loader:
         started = time.perf_counter()
         batch["latents"] = batch["frame_features"] = None

@@ -206,12 +206,8 @@ def test_read_video_gives_the_same_frames_whatever_the_decoder_threading(tmp_pat
 
 
 def test_decoder_threading_rule():
-    from dataset import decoder_threading, share_cores
+    from dataset import decoder_threading
     cores = __import__("os").cpu_count()
     assert decoder_threading(320, 240) == ("SLICE", 0)
     assert decoder_threading(854, 480) == (("FRAME", min(cores, 4)) if cores >= 2 else ("SLICE", 0))
-    share_cores(cores)  # as many decoders as cores: each has one
-    try:
-        assert decoder_threading(1280, 720) == ("SLICE", 0)
-    finally:
-        share_cores(1)
+    assert decoder_threading(1280, 720, decoders=cores) == ("SLICE", 0)  # as many decoders as cores: each has one
