@@ -228,10 +228,12 @@ def lr_lambda(warmup_steps, total_steps):
     return factor
 
 
-def make_optimizer(args, decoder, num_captions):
-    """AdamW, and a scheduler warming up for --warmup_steps (at most a tenth of all steps + 1), then cosine."""
+def make_optimizer(args, decoder, num_captions, fused=None):
+    """AdamW, and a scheduler warming up for --warmup_steps (at most a tenth of all steps + 1), then cosine.
+    fused None: AdamW's fused kernel where the device has one; False: its loop (the plain path tools/bench times)."""
     # fused: one kernel per step instead of a dozen passes over every parameter (the same update to ~1e-7)
-    fused = next(decoder.parameters()).device.type in ("cpu", "cuda")
+    if fused is None:
+        fused = next(decoder.parameters()).device.type in ("cpu", "cuda")
     optimizer = torch.optim.AdamW(decoder.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay,
                                   fused=fused)
     total_steps = math.ceil(num_captions / args.batch_size) * args.epochs
