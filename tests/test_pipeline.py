@@ -11,35 +11,18 @@ import encode
 import evaluate
 import train
 from checkpoint import load_checkpoint
-from create_tokenizer import train_captions, train_tokenizer
 from annotations import load_msrvtt
 from dataset import read_video
 from model import XClipEncoder
-from synthetic import make_synthetic_msrvtt, make_tiny_xclip
+from synthetic import make_tiny_xclip
 
 REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A 72-clip synthetic MSR-VTT, a tiny X-CLIP and a tokenizer, built once for this file."""
-    root = tmp_path_factory.mktemp("pipeline")
-    make_synthetic_msrvtt(root / "data", num_videos=72, seed=1)
-    xclip = make_tiny_xclip(root / "xclip", seed=0)
-    tokenizer = train_tokenizer(train_captions(load_msrvtt(root / "data")), root / "tokenizer", vocab_size=400)
-    return {"root": root, "data": root / "data", "xclip": xclip, "tokenizer": tokenizer}
-
-
-def train_args(world, out_dir, epochs, **overrides):
-    args = train.parse_args([
-        "--data_dir", str(world["data"]), "--tokenizer_path", str(world["tokenizer"]),
-        "--xclip_model", str(world["xclip"]), "--cache_dir", str(world["root"] / "cache"),
-        "--out_dir", str(out_dir), "--epochs", str(epochs), "--batch_size", "32", "--embed_dim", "64",
-        "--hidden_dim", "128", "--num_layers", "1", "--dropout", "0.1", "--warmup_steps", "10",
-        "--learning_rate", "3e-3", "--num_workers", "0", "--beam_size", "2", "--patience", "0"])
-    for name, value in overrides.items():
-        setattr(args, name, value)
-    return args
+def world(synthetic_world):
+    """A 72-clip synthetic MSR-VTT, a tiny X-CLIP and a tokenizer (conftest.synthetic_world)."""
+    return synthetic_world(num_videos=72, seed=1, vocab_size=400)
 
 
 def eval_args(world, model_path, control="none"):
@@ -109,9 +92,9 @@ def test_cache_of_a_folder_lists_broken_videos(world, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def trained(world):
+def trained(world, train_args):
     out_dir = world["root"] / "models"
-    assert train.main(train_args(world, out_dir, epochs=12)) == 0
+    assert train.main(train_args(world, out_dir, 12)) == 0
     return out_dir
 
 
@@ -160,9 +143,9 @@ def test_inference_captions_good_videos_and_reports_bad_ones(trained, world, tmp
     assert alone.returncode == 0 and len(alone.stdout.strip().splitlines()) == 1
 
 
-def test_resume_continues_to_the_same_weights(world, tmp_path, monkeypatch):
+def test_resume_continues_to_the_same_weights(world, tmp_path, monkeypatch, train_args):
     straight = tmp_path / "straight"
-    assert train.main(train_args(world, straight, epochs=2)) == 0
+    assert train.main(train_args(world, straight, 2)) == 0
     broken = tmp_path / "broken"
     real_save = train.save_checkpoint
 
@@ -172,10 +155,10 @@ def test_resume_continues_to_the_same_weights(world, tmp_path, monkeypatch):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(train, "save_checkpoint", save_then_die)
-    assert train.main(train_args(world, broken, epochs=2)) == 130  # Ctrl-C: one line, not a traceback
+    assert train.main(train_args(world, broken, 2)) == 130  # Ctrl-C: one line, not a traceback
     monkeypatch.undo()
     assert load_checkpoint(broken / "last.pt")["epoch"] == 1
-    assert train.main(train_args(world, broken, epochs=2, resume=True)) == 0
+    assert train.main(train_args(world, broken, 2, "--resume")) == 0
     a = load_checkpoint(straight / "last.pt")["decoder"]
     b = load_checkpoint(broken / "last.pt")["decoder"]
     assert all(torch.equal(a[name], b[name]) for name in a)
