@@ -173,10 +173,10 @@ def test_caption_rows_look_like_encoded_msrvtt_captions():
 
 
 def test_evaluation_and_inference_stages(workspace):
-    evaluation = evaluation.bench_evaluation(workspace["checkpoint"], num_latents=6, single_videos=2, beam_size=2,
-                                        max_len=5, batch_size=4)
-    assert evaluation["batched_to_single"] == pytest.approx(
-        evaluation["batched_captions_per_s"] / evaluation["single_captions_per_s"])
+    evaluated = evaluation.bench_evaluation(workspace["checkpoint"], num_latents=6, single_videos=2, beam_size=2,
+                                       max_len=5, batch_size=4)
+    assert evaluated["batched_to_single"] == pytest.approx(
+        evaluated["batched_captions_per_s"] / evaluated["single_captions_per_s"])
     inference = captioning.bench_inference(workspace["checkpoint"], workspace["clips"]["320x240"][0], repeats=1)
     stages = inference["decode_s"] + inference["encode_s"] + inference["generate_s"]
     assert inference["startup_s"] == pytest.approx(inference["total_s"] - stages, abs=1e-3)

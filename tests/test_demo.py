@@ -63,7 +63,7 @@ def test_the_page_gives_the_captions_inference_gives(client, world, capsys):
 
 
 @needs_gradio
-def test_a_long_video_gets_the_timeline_and_subtitles_of_inference(client, world, capsys, tmp_path):  # noqa: F811
+def test_a_long_video_gets_the_timeline_and_subtitles_of_inference(client, world, capsys, tmp_path):
     from gradio_client import handle_file
 
     _, timeline, subtitles, _ = client.predict(handle_file(str(world["long_clip"])), api_name="/caption")
@@ -76,7 +76,7 @@ def test_a_long_video_gets_the_timeline_and_subtitles_of_inference(client, world
 
 
 @needs_gradio
-def test_a_bad_upload_shows_the_line_inference_prints(client, world, capsys, tmp_path):  # noqa: F811
+def test_a_bad_upload_shows_the_line_inference_prints(client, world, capsys, tmp_path):
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
 

@@ -1,7 +1,5 @@
 """The captioner end to end on synthetic clips and a tiny random X-CLIP: encoder, cache, train, evaluate, inference."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,8 +13,6 @@ from annotations import load_msrvtt
 from dataset import read_video
 from model import XClipEncoder
 from synthetic import make_tiny_xclip
-
-REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +40,9 @@ def test_encoder_reads_its_config_and_matches_get_video_features(world):
     assert not encoder.model.training  # frozen stays in eval mode
 
 
-def test_missing_encoder_is_one_clear_line(tmp_path):
-    result = subprocess.run([sys.executable, "encode.py", "--videos", str(tmp_path), "--xclip_model",
-                             str(tmp_path / "no-such-xclip"), "--cache_dir", str(tmp_path / "cache")],
-                            cwd=REPO, capture_output=True, text=True)
+def test_missing_encoder_is_one_clear_line(tmp_path, run_cli):
+    result = run_cli("encode", "--videos", tmp_path, "--xclip_model", tmp_path / "no-such-xclip", "--cache_dir",
+                     tmp_path / "cache")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "--xclip_model" in result.stderr.strip().splitlines()[-1]
 
@@ -71,23 +66,21 @@ def test_cache_is_built_once_named_by_encoder_and_resumes(world, tmp_path):
     assert other_cache.root != cache.root and not other_cache.has(items[0][0])
 
 
-def test_cache_of_a_folder_lists_broken_videos(world, tmp_path):
+def test_cache_of_a_folder_lists_broken_videos(world, tmp_path, run_cli):
     folder = tmp_path / "videos"
     folder.mkdir()
     msrvtt = load_msrvtt(world["data"])
     for vid in msrvtt.splits["test"][:3]:
         (folder / f"{vid}.mp4").write_bytes(msrvtt.video_path(vid).read_bytes())
     (folder / "broken.mp4").write_text("not a video")
-    result = subprocess.run([sys.executable, "encode.py", "--videos", str(folder), "--xclip_model",
-                             str(world["xclip"]), "--cache_dir", str(tmp_path / "cache"), "--num_workers", "0"],
-                            cwd=REPO, capture_output=True, text=True)
+    result = run_cli("encode", "--videos", folder, "--xclip_model", world["xclip"], "--cache_dir", tmp_path / "cache",
+                     "--num_workers", "0")
     assert result.returncode == 0, result.stderr
     assert "3 encoded" in result.stdout and "1 failed" in result.stdout
     failures = [json.loads(line) for line in next((tmp_path / "cache").glob("*/failures.jsonl")).read_text().splitlines()]
     assert [f["video_id"] for f in failures] == ["broken"]
-    strict = subprocess.run([sys.executable, "encode.py", "--videos", str(folder), "--xclip_model",
-                             str(world["xclip"]), "--cache_dir", str(tmp_path / "cache2"), "--num_workers", "0",
-                             "--strict"], cwd=REPO, capture_output=True, text=True)
+    strict = run_cli("encode", "--videos", folder, "--xclip_model", world["xclip"], "--cache_dir", tmp_path / "cache2",
+                     "--num_workers", "0", "--strict")
     assert strict.returncode == 2 and "broken.mp4" in strict.stderr and "Traceback" not in strict.stderr
 
 
@@ -124,14 +117,14 @@ def test_trained_captioner_beats_shuffled_and_zero_latents(trained, world):
     assert sum(per_video) / len(per_video) == pytest.approx(real["CIDEr"])  # CIDEr-D is the mean of its items
 
 
-def test_inference_captions_good_videos_and_reports_bad_ones(trained, world, tmp_path):
+def test_inference_captions_good_videos_and_reports_bad_ones(trained, world, tmp_path, run_cli):
     msrvtt = load_msrvtt(world["data"])
     good = [str(msrvtt.video_path(vid)) for vid in msrvtt.splits["test"][:2]]
     bad = tmp_path / "bad.mp4"
     bad.write_text("not a video")
-    command = [sys.executable, "inference.py", "--model_path", str(trained / "best.pt"),
-               "--xclip_model", str(world["xclip"]), "--json", "--num_captions", "2", "--video_path"]
-    result = subprocess.run(command + good + [str(bad)], cwd=REPO, capture_output=True, text=True)
+    command = ["inference", "--model_path", trained / "best.pt", "--xclip_model", world["xclip"], "--json",
+               "--num_captions", "2", "--video_path"]
+    result = run_cli(*command, *good, bad)
     assert result.returncode == 2
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["path"] for line in lines] == good
@@ -139,7 +132,7 @@ def test_inference_captions_good_videos_and_reports_bad_ones(trained, world, tmp
     assert set(lines[0]["seconds"]) == {"decode", "encode", "generate"}
     assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "bad.mp4" in result.stderr
     assert "Traceback" not in result.stderr
-    alone = subprocess.run(command[:-3] + ["--video_path", good[0]], cwd=REPO, capture_output=True, text=True)
+    alone = run_cli(*command[:-3], "--video_path", good[0])
     assert alone.returncode == 0 and len(alone.stdout.strip().splitlines()) == 1
 
 
