@@ -149,6 +149,7 @@ def test_training_loss_is_compared_after_the_same_epochs_each_way():
     assert abs(result["relative_change"]) < 0.05
 
 
+@pytest.mark.slow
 def test_pipeline_threading_and_folder_stages(workspace, tmp_path):
     clip = workspace["clips"]["320x240"][0]
     pipeline = sampling.pipeline_threading([clip] * 2, repeats=1, batch_size=1, num_workers=1)
@@ -172,6 +173,7 @@ def test_caption_rows_look_like_encoded_msrvtt_captions():
     assert ((rows == 3).sum(1) == 1).all()  # one EOS each
 
 
+@pytest.mark.slow
 def test_evaluation_and_inference_stages(workspace):
     evaluated = evaluation.bench_evaluation(workspace["checkpoint"], num_latents=6, single_videos=2, beam_size=2,
                                        max_len=5, batch_size=4)

@@ -119,6 +119,7 @@ def features_run(realdata, tmp_path, run_cli):
     return annotations, features
 
 
+@pytest.mark.slow
 def test_features_train_evaluate_and_beat_their_controls(realdata, tmp_path, capsys, run_cli):
     annotations, features = features_run(realdata, tmp_path, run_cli)
     checkpoint = load_checkpoint(tmp_path / "models" / "best.pt")

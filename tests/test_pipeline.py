@@ -66,6 +66,7 @@ def test_cache_is_built_once_named_by_encoder_and_resumes(world, tmp_path):
     assert other_cache.root != cache.root and not other_cache.has(items[0][0])
 
 
+@pytest.mark.slow
 def test_cache_of_a_folder_lists_broken_videos(world, tmp_path, run_cli):
     folder = tmp_path / "videos"
     folder.mkdir()
@@ -91,6 +92,7 @@ def trained(world, train_args):
     return out_dir
 
 
+@pytest.mark.slow
 def test_training_writes_logs_and_self_contained_checkpoints(trained, world):
     log = [json.loads(line) for line in (trained / "log.jsonl").read_text().splitlines()]
     assert [record["epoch"] for record in log] == list(range(1, 13))
@@ -103,6 +105,7 @@ def test_training_writes_logs_and_self_contained_checkpoints(trained, world):
     assert (trained / "curves.png").stat().st_size > 0  # redrawn after every epoch
 
 
+@pytest.mark.slow
 def test_trained_captioner_beats_shuffled_and_zero_latents(trained, world):
     real_result = evaluate.evaluate_checkpoint(eval_args(world, trained / "best.pt"), java=False)
     zeros_result = evaluate.evaluate_checkpoint(eval_args(world, trained / "best.pt", "zeros"), java=False)
@@ -117,6 +120,7 @@ def test_trained_captioner_beats_shuffled_and_zero_latents(trained, world):
     assert sum(per_video) / len(per_video) == pytest.approx(real["CIDEr"])  # CIDEr-D is the mean of its items
 
 
+@pytest.mark.slow
 def test_inference_captions_good_videos_and_reports_bad_ones(trained, world, tmp_path, run_cli):
     msrvtt = load_msrvtt(world["data"])
     good = [str(msrvtt.video_path(vid)) for vid in msrvtt.splits["test"][:2]]
@@ -136,6 +140,7 @@ def test_inference_captions_good_videos_and_reports_bad_ones(trained, world, tmp
     assert alone.returncode == 0 and len(alone.stdout.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_resume_continues_to_the_same_weights(world, tmp_path, monkeypatch, train_args):
     straight = tmp_path / "straight"
     assert train.main(train_args(world, straight, 2)) == 0

@@ -281,6 +281,7 @@ def run_and_kill(command, log_path, should_kill, timeout=120, env=None):
             process.wait()
 
 
+@pytest.mark.slow
 def test_killed_cache_build_resumes_without_redoing_work(world, tmp_path):
     videos = world["videos"][:KILL_VIDEOS]
     cache_dir = tmp_path / "cache"
@@ -348,6 +349,7 @@ def log_epochs(out_dir):
     return [json.loads(line)["epoch"] for line in log.read_text().splitlines()] if log.is_file() else []
 
 
+@pytest.mark.slow
 def test_training_killed_mid_epoch_resumes_to_the_same_weights(training_world, tmp_path, no_java):
     epochs = 4
     flags = training_world["flags"] + ["--epochs", str(epochs)]

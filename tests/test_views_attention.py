@@ -113,6 +113,7 @@ def overfit(decoder, inputs, rows, steps=200):
     return decoder.eval(), loss.item()
 
 
+@pytest.mark.slow
 def test_attention_tells_apart_clips_whose_mean_is_the_same():
     """Two clips: the same frames, in opposite order, with captions "A then B" and "B then A". Their pooled
     latents are equal, so the pooled decoder cannot tell them apart; the attention decoder learns both."""
@@ -177,6 +178,7 @@ def attention_run(world, small_train_args):
     return out_dir
 
 
+@pytest.mark.slow
 def test_training_with_views_and_attention_stores_its_decoder(attention_run, world):
     checkpoint = load_checkpoint(attention_run / "last.pt")
     config = checkpoint["decoder_config"]
@@ -190,6 +192,7 @@ def test_training_with_views_and_attention_stores_its_decoder(attention_run, wor
     assert np.load(next(frames_cache.glob("*.npy"))).shape == (2, 16, 512)
 
 
+@pytest.mark.slow
 def test_evaluate_and_inference_average_views_for_the_attention_decoder(attention_run, world, capsys):
     args = evaluate.parse_args(["--model_path", str(attention_run / "last.pt"), "--data_dir", str(world["data"]),
                                 "--split", "test", "--xclip_model", str(world["xclip"]), "--cache_dir",
@@ -212,6 +215,7 @@ def test_evaluate_and_inference_average_views_for_the_attention_decoder(attentio
     assert torch.allclose(inputs, torch.from_numpy(cache.read_frame_features([vid])[0]), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_resume_with_views_equals_an_unbroken_run(world, tmp_path, monkeypatch, small_train_args):
     straight = tmp_path / "straight"
     assert train.main(small_train_args(world, straight, 2, "--views", "2")) == 0
