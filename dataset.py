@@ -454,7 +454,7 @@ def keep_frame(frame, positions: list, preprocess: Preprocess, reformatter, resu
 
 
 # Decoder threading, from measurements on 2 cores with clips cut into one slice per frame as uploads are
-# (docs/performance.md, tools/bench.py's threading rows): frame threads pay on large frames (854x480 and up) when
+# (docs/performance.md, tools/bench's threading rows): frame threads pay on large frames (854x480 and up) when
 # the decoder has at least 2 cores to itself; on small frames and in DataLoader workers that share the cores they
 # cost more than they gain, and slice threads (FFmpeg's default) amount to one thread.
 FRAME_THREADS_FROM_PIXELS = 640 * 360

@@ -1,4 +1,4 @@
-"""The measurement scripts in tools/: compare.py's view statistics, the memory readings bench.py and soak.py share,
+"""The measurement scripts in tools/: compare.py's view statistics, the memory readings tools/bench and soak.py share,
 and that each script runs from the repo root."""
 import json
 import subprocess
