@@ -538,7 +538,8 @@ def read_video(path, num_frames: int = 16, preprocess: Preprocess | None = None,
         if not decoded.filled.all():
             notes.append(f"only {decoded.frames_seen} of {survey.num_frames} frames decode; sampled among those")
             frame_indices = segment_frame_indices(decoded.frames_seen, num_frames, rng)
-            sampling, decoded = "frame-uniform", decode_decodable(stream, path, survey, frame_indices, preprocess)
+            sampling, decoded = "frame-uniform", decode_decodable(stream, path, survey, frame_indices, preprocess,
+                                                                  decoders)
     notes += decoded.notes()
     rotation, mirrored = describe_orientation(decoded.orientation)
     info = {"path": str(path), "frames_decoded": decoded.frames_seen, "frames_in_stream": survey.num_frames,
@@ -548,10 +549,11 @@ def read_video(path, num_frames: int = 16, preprocess: Preprocess | None = None,
 
 
 def decode_decodable(stream, path: Path, survey: StreamSurvey, frame_indices: list,
-                     preprocess: Preprocess) -> DecodedFrames:
+                     preprocess: Preprocess, decoders: int = 1) -> DecodedFrames:
     """Second pass over a stream whose end does not decode, sampling among the frames that did: rows the decoder
     still fails to fill repeat the last filled one."""
-    decoded = decode_from_start(None, stream, path, survey.first_packet, frame_indices, preprocess)
+    decoded = decode_from_start(None, stream, path, survey.first_packet, frame_indices, preprocess,
+                                decoders=decoders)
     if not decoded.filled.any():
         raise VideoError(f"{path}: no decodable video frame on a second pass")
     return repeat_filled(decoded)  # a decoder that changed its mind

@@ -24,7 +24,7 @@ import zipfile
 from pathlib import Path
 
 
-from common import UserError, atomic_write, fail, progress_bar, write_text, use_warning_lines
+from common import UserError, atomic_write, fail, progress_bar, use_warning_lines, write_text
 
 DEFAULT_URL = "https://www.robots.ox.ac.uk/~maxbain/frozen-in-time/data/MSRVTT.zip"
 RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}  # worth another try; other HTTP errors are final

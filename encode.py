@@ -32,11 +32,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from common import progress_bar, use_warning_lines
-
 from annotations import SPLIT_NAMES, add_data_arguments, load_dataset
 from common import (DEFAULT_XCLIP, UserError, count, expand_video_paths, fail, interrupted, one_line, positive_int,
-                    resolve_device, save_array, write_text)
+                    progress_bar, resolve_device, save_array, use_warning_lines, write_text)
 from dataset import (VIEW_SEED, XCLIP_MEAN, XCLIP_STD, Preprocess, VideoClips, VideoError, collate_clips,
                      leave_ctrl_c_to_main)
 from model import XClipEncoder

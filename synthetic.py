@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from transformers import XCLIPConfig, XCLIPModel
 
-from common import fail, progress_bar, temporary_path, write_json, write_text, use_warning_lines
+from common import fail, progress_bar, temporary_path, use_warning_lines, write_json, write_text
 
 COLOURS = {  # name -> RGB; bright enough to stand out on the dark backgrounds below
     "red": (220, 30, 30),

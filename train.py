@@ -29,12 +29,11 @@ import numpy as np
 import sentencepiece as spm
 import torch
 import torch.distributed as dist
-from common import progress_bar, use_warning_lines
 
 from annotations import add_data_arguments, load_dataset, normalize_caption
 from checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
 from common import (DEFAULT_XCLIP, UserError, count, fail, fraction, interrupted, non_negative, one_line,
-                    positive_float, positive_int, resolve_device, write_text)
+                    positive_float, positive_int, progress_bar, resolve_device, use_warning_lines, write_text)
 from curves import TENSORBOARD_MISSING, add_scalars, open_tensorboard, redraw, tensorboard_available
 from encode import load_encoder, split_features, split_latents
 from evaluate import score_captions

@@ -20,7 +20,7 @@ if str(REPO) not in sys.path:  # run as `python tools/captions_file.py`, only to
     sys.path.insert(0, str(REPO))
 
 from annotations import SPLIT_NAMES, add_data_arguments, load_dataset  # noqa: E402
-from common import UserError, fail, write_text, use_warning_lines  # noqa: E402
+from common import UserError, fail, use_warning_lines, write_text  # noqa: E402
 from encode import feature_file  # noqa: E402
 
 
