@@ -95,6 +95,7 @@ def encoder_memory(xclip_path) -> dict:
     return {"whole_peak_rss_mib": peaks["whole"], "video_side_peak_rss_mib": peaks["video_side"]}
 
 def run(workspace: dict, plan: dict, work_dir) -> dict:
+    """The stage: inference.py on one clip, X-CLIP's memory each way, and both folders."""
     result = bench_inference(workspace["checkpoint"], workspace["clips"]["320x240"][0], plan["inference_repeats"])
     result.update(encoder_memory(workspace["xclip"]))
     result["folders"] = {

@@ -99,6 +99,7 @@ def bench_encoding(xclip_path, clip_paths: list, num_videos: int = 24, batch_siz
 
 
 def run(workspace: dict, plan: dict, work_dir) -> dict:
+    """The stage: the workspace's 320x240 clips through encode_videos and the full-size X-CLIP."""
     return bench_encoding(workspace["xclip"], workspace["clips"]["320x240"], num_videos=plan["encode_videos"],
                           repeats=plan["encode_repeats"], ready_repeats=plan["ready_repeats"], work_dir=work_dir)
 

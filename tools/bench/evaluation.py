@@ -36,6 +36,7 @@ def bench_evaluation(checkpoint_path, num_latents: int = 1000, single_videos: in
 
 
 def run(workspace: dict, plan: dict, work_dir) -> dict:
+    """The stage: caption_features over random latents shaped like the checkpoint's cache."""
     return bench_evaluation(workspace["checkpoint"], plan["eval_latents"], plan["eval_single"],
                             repeats=plan["eval_repeats"])
 

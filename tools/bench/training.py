@@ -190,6 +190,7 @@ def bench_training_loss(work_dir, epochs: int = 3, synthetic_videos: int = 150, 
 
 
 def run(workspace: dict, plan: dict, work_dir) -> dict:
+    """The stage: run_epoch's speed each way, then the validation loss after the same epochs."""
     result = bench_training(plan["train_batches"], plan["train_repeats"])
     result["loss"] = bench_training_loss(work_dir, plan["loss_epochs"], real_videos=plan["loss_real_videos"])
     return result
