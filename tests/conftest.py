@@ -58,8 +58,9 @@ class Completed(NamedTuple):
 
 
 def run_main(script: str, *argv) -> Completed:
-    """`python SCRIPT ARGV...` (script: "dataset", "evaluate.py", "tools/captions_file.py") in this process: main(parse_args(argv)) with stdout and stderr captured, the exit
-    code (argparse's usage errors included), and warnings shown as in a fresh process (each once, as one line)."""
+    """`python SCRIPT ARGV...` in this process (script: "dataset", "evaluate.py", "tools/captions_file.py"):
+    main(parse_args(argv)) with stdout and stderr captured, the exit code (argparse's usage errors included), and
+    warnings shown as in a fresh process (each once, as one line)."""
     module = importlib.import_module(script.removesuffix(".py").replace("/", "."))
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), warnings.catch_warnings():

@@ -10,7 +10,8 @@ import numpy as np
 
 from annotations import load_dataset
 
-LEVEL_STEP, LEVEL_BASE = 6, 10  # frame i is flat gray LEVEL_BASE + i * LEVEL_STEP (i < 40), so its number can be read back
+# Frame i is flat gray LEVEL_BASE + i * LEVEL_STEP (i < 40), so its number can be read back.
+LEVEL_STEP, LEVEL_BASE = 6, 10
 
 
 def frame_level(number: int) -> int:

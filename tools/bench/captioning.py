@@ -89,8 +89,9 @@ LOAD_ENCODER = {
 def encoder_memory(xclip_path) -> dict:
     """Peak resident memory (MiB) of a fresh process that loads X-CLIP and encodes one clip: the whole model
     against the video side alone (XClipEncoder), imports included."""
-    peaks = {way: fresh_process_peak(f"import torch; {load.format(path=str(xclip_path))}; torch.inference_mode()"
-                                     "(encode)(pixel_values=torch.zeros(1, 16, 3, size, size))", f"encoding once ({way})")
+    encode_once = "torch.inference_mode()(encode)(pixel_values=torch.zeros(1, 16, 3, size, size))"
+    peaks = {way: fresh_process_peak(f"import torch; {load.format(path=str(xclip_path))}; {encode_once}",
+                                     f"encoding once ({way})")
              for way, load in LOAD_ENCODER.items()}
     return {"whole_peak_rss_mib": peaks["whole"], "video_side_peak_rss_mib": peaks["video_side"]}
 
