@@ -156,17 +156,26 @@ class LogLines:
 
 def progress_bar(iterable=None, log_interval: float = LOG_INTERVAL_SECONDS, **options):
     """A tqdm progress bar (options as tqdm's) that redraws on a terminal; where stderr is not one, it writes one
-    plain line every log_interval seconds with the same figures, and a last one when it ends (none for a bar
-    that ends sooner). Every progress bar of the scripts and tools is made here."""
+    plain line every log_interval seconds with the same figures (postfix included), and a last one when it ends
+    (none for a bar that ends sooner). Every progress bar of the scripts and tools is made here."""
     from tqdm import tqdm  # here, not at the top: this module stays light
 
     stream = options.pop("file", None) or sys.stderr
-    if not (hasattr(stream, "isatty") and stream.isatty()):
-        options.update(file=LogLines(stream), mininterval=log_interval, delay=log_interval, leave=True,
-                       dynamic_ncols=False, ncols=100, ascii=True)
-    else:
-        options["file"] = stream
-    return tqdm(iterable, **options)
+    if hasattr(stream, "isatty") and stream.isatty():
+        return tqdm(iterable, file=stream, **options)
+
+    class LogBar(tqdm):
+        """A new postfix or description shows in the next line, instead of a line of its own."""
+
+        def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
+            super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+        def set_description(self, desc=None, refresh=True):
+            super().set_description(desc, refresh=False)
+
+    options.update(file=LogLines(stream), mininterval=log_interval, delay=log_interval, leave=True,
+                   dynamic_ncols=False, ncols=100, ascii=True)
+    return LogBar(iterable, **options)
 
 
 def save_array(path, array) -> Path:

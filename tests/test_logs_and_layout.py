@@ -2,12 +2,14 @@
 effects, and the layout checks: tools/check_layout.py and tests that import no other test file."""
 import ast
 import fcntl
+import io
 import os
 import pty
 import struct
 import subprocess
 import sys
 import termios
+import time
 import warnings
 from pathlib import Path
 
@@ -37,6 +39,22 @@ def test_a_bar_that_ends_before_the_interval_writes_nothing_to_a_log(tmp_path):
     completed = subprocess.run([sys.executable, "-c", COUNTING, str(REPO), "30"], capture_output=True, text=True,
                                check=True, timeout=60)
     assert completed.stderr == ""
+
+
+def test_a_postfix_shows_in_the_next_line_not_in_a_line_of_its_own():
+    log = io.StringIO()  # not a terminal
+    bar = progress_bar(range(20), desc="epoch 1", file=log, log_interval=0.05)
+    for step in bar:  # as train.run_epoch does: a new loss after every batch
+        time.sleep(0.01)
+        bar.set_postfix(loss=f"{1 / (step + 1):.3f}")
+    lines = log.getvalue().splitlines()
+    assert 2 <= len(lines) <= 6 and "| 0/20 " not in log.getvalue(), lines  # no line of a stale count
+    assert lines[-1].startswith("epoch 1: 100%") and lines[-1].endswith("loss=0.050]")
+    quiet = io.StringIO()
+    bar = progress_bar(range(20), desc="epoch 2", file=quiet, log_interval=30)
+    for step in bar:
+        bar.set_postfix(loss="1.0")
+    assert quiet.getvalue() == ""
 
 
 def test_progress_on_a_terminal_redraws_as_tqdm_does():
