@@ -30,7 +30,7 @@ import torch
 from huggingface_hub import constants as hub_constants, snapshot_download
 from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-from common import UserError, atomic_write, fail, is_hub_id, one_line, write_text
+from common import UserError, atomic_write, fail, is_hub_id, one_line, use_warning_lines, write_text
 from model import CaptionDecoder, DecoderConfig, XClipEncoder
 
 # The format of .pt checkpoints and of exported folders (config.json's format_version); bump it when either
@@ -576,6 +576,7 @@ def parse_args(argv=None):
 
 
 def main(args) -> int:
+    use_warning_lines()
     try:
         checkpoint = load_checkpoint(args.model_path)
     except CheckpointError as error:

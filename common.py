@@ -5,10 +5,12 @@
 Only the standard library is imported here, so that importing it costs nothing (`inference.py --help`
 answers before torch is loaded).
 """
+import contextlib
 import glob
 import json
 import os
 import re
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -23,7 +25,10 @@ def warning_line(message, category, filename, lineno, line=None) -> str:
     return f"warning: {message}\n"
 
 
-warnings.formatwarning = warning_line
+def use_warning_lines() -> None:
+    """Print this process's warnings as warning_line does. Each script's main() calls it: importing this module
+    changes nothing."""
+    warnings.formatwarning = warning_line
 
 
 class UserError(Exception):
@@ -61,6 +66,33 @@ def atomic_write(path, write, mode="wb") -> Path:
     finally:
         temporary.unlink(missing_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def temporary_path(path, suffixes=("",)):
+    """For a library that writes a file or a folder itself (PyAV's videos, sentencepiece, save_pretrained): yields a
+    temporary name next to path (with path's extension, which some libraries read the format from). When the block
+    ends without an error, what was written there is os.replace'd to path (a folder's files into path's folder);
+    on any failure it is removed. suffixes: the library writes one file per suffix from the one name (sentencepiece:
+    prefix.vocab and prefix.model), each moved to path + suffix in that order."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    pairs = [(Path(f"{temporary}{suffix}"), Path(f"{path}{suffix}")) for suffix in suffixes]
+    try:
+        yield temporary
+        for written, final in pairs:
+            if written.is_dir():
+                final.mkdir(parents=True, exist_ok=True)
+                for entry in sorted(written.iterdir()):
+                    os.replace(entry, final / entry.name)
+            else:
+                os.replace(written, final)
+    finally:
+        for written, _ in pairs:
+            if written.is_dir():
+                shutil.rmtree(written, ignore_errors=True)
+            else:
+                written.unlink(missing_ok=True)
 
 
 def write_text(path, text: str) -> Path:
@@ -144,6 +176,52 @@ def interrupted(what_is_kept: str) -> int:
     """Ctrl-C: one line saying what was kept and what to rerun (no traceback), and the exit code 130."""
     fail(f"interrupted; {what_is_kept}")
     return 130
+
+
+# Where stderr is not a terminal (a log file, a pipe, a cluster job's output), a progress bar writes a plain line
+# at most this often instead of redrawing itself many times a second; a bar that ends sooner writes nothing.
+LOG_INTERVAL_SECONDS = 30.0
+
+
+class LogLines:
+    """A file for tqdm that turns its redraws (carriage returns, cursor moves, padding) into plain lines."""
+
+    def __init__(self, stream):
+        self.stream, self.last_count = stream, None
+
+    def write(self, text: str) -> None:
+        for part in re.split(r"[\r\n]|\x1b\[A", text):
+            count = part.split("[")[0]  # "desc: 40%|###   | 4/10 ": the same count again is the closing redraw
+            if part.strip() and count != self.last_count:
+                self.stream.write(part.rstrip() + "\n")
+                self.last_count = count
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def progress_bar(iterable=None, log_interval: float = LOG_INTERVAL_SECONDS, **options):
+    """A tqdm progress bar (options as tqdm's) that redraws on a terminal; where stderr is not one, it writes one
+    plain line every log_interval seconds with the same figures (postfix included), and a last one when it ends
+    (none for a bar that ends sooner). Every progress bar of the scripts and tools is made here."""
+    from tqdm import tqdm  # here, not at the top: this module stays light
+
+    stream = options.pop("file", None) or sys.stderr
+    if hasattr(stream, "isatty") and stream.isatty():
+        return tqdm(iterable, file=stream, **options)
+
+    class LogBar(tqdm):
+        """A new postfix or description shows in the next line, instead of a line of its own."""
+
+        def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
+            super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+        def set_description(self, desc=None, refresh=True):
+            super().set_description(desc, refresh=False)
+
+    options.update(file=LogLines(stream), mininterval=log_interval, delay=log_interval, leave=True,
+                   dynamic_ncols=False, ncols=100, ascii=True)
+    return LogBar(iterable, **options)
 
 
 def save_array(path, array) -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 import sentencepiece as spm
 
 from annotations import add_data_arguments, load_dataset, normalize_caption
-from common import UserError, check_outputs, fail, one_line, positive_int
+from common import UserError, check_outputs, fail, one_line, positive_int, temporary_path, use_warning_lines
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
@@ -48,10 +48,9 @@ def train_tokenizer(captions, out_prefix, vocab_size=10000):
         raise ValueError("no captions to train the tokenizer on")
     out_prefix = tokenizer_prefix(out_prefix)
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
-    # Train under a temporary prefix and rename, so a failed run never leaves a half-written tokenizer.
-    temp_prefix = out_prefix.with_name(f".{out_prefix.name}.tmp{os.getpid()}")
-    temp_files = [Path(f"{temp_prefix}.model"), Path(f"{temp_prefix}.vocab")]
-    try:
+    # Train under a temporary prefix, renamed (.vocab, then .model) once both are written: a failed run never
+    # leaves a half-written tokenizer.
+    with temporary_path(out_prefix, suffixes=(".vocab", ".model")) as temp_prefix:
         try:
             _train(sentences, temp_prefix, vocab_size)
         except RuntimeError as error:
@@ -69,13 +68,7 @@ def train_tokenizer(captions, out_prefix, vocab_size=10000):
                 raise ValueError(f"vocab_size {vocab_size} is too small: pass at least a few hundred") from None
             else:
                 raise ValueError(f"sentencepiece failed: {str(error).splitlines()[0]}") from None
-        model_path = Path(f"{out_prefix}.model")
-        os.replace(temp_files[1], Path(f"{out_prefix}.vocab"))
-        os.replace(temp_files[0], model_path)
-    finally:
-        for path in temp_files:
-            path.unlink(missing_ok=True)
-    return model_path
+    return Path(f"{out_prefix}.model")
 
 
 def train_captions(dataset):
@@ -97,6 +90,7 @@ def parse_args(argv=None):
 
 
 def main(args) -> int:
+    use_warning_lines()
     try:
         dataset = load_dataset(args, check_videos=False)
         check_outputs([("--out_prefix", f"{tokenizer_prefix(args.out_prefix)}.model"),

@@ -15,7 +15,7 @@ from pathlib import Path
 from matplotlib.figure import Figure  # the object API with no pyplot: no display, no global state (Agg for PNG)
 from matplotlib.ticker import MaxNLocator
 
-from common import UserError, atomic_write, check_outputs, fail, one_line
+from common import UserError, atomic_write, check_outputs, fail, one_line, use_warning_lines
 
 # The per-epoch scalars, as log.jsonl names them and as TensorBoard shows them.
 SCALARS = {"train_loss": "loss/train", "val_loss": "loss/val", "lr": "learning_rate"}
@@ -182,6 +182,7 @@ def parse_args(argv=None):
 
 
 def main(args) -> int:
+    use_warning_lines()
     try:
         check_outputs([("--out", args.out)], [("log", log) for log in args.logs])
         out_png = plot_curves(args.logs, args.out, args.labels)

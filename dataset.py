@@ -32,7 +32,8 @@ import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from annotations import add_data_arguments, dataset_summary, load_dataset, videos_not_on_disk
-from common import UserError, check_outputs, count, fail, frame_count, one_line, positive_int, save_array
+from common import (UserError, check_outputs, count, fail, frame_count, one_line, positive_int, save_array,
+                    use_warning_lines)
 
 
 class VideoError(UserError):
@@ -398,14 +399,15 @@ class NonReferenceSkipper:
 
 
 def decode_sampled_frames(packets, frame_indices: list, preprocess: Preprocess,
-                          frame_pts: list | None = None) -> DecodedFrames:
+                          frame_pts: list | None = None, decoders: int = 1) -> DecodedFrames:
     """Decoding pass over packets (one video stream, from its start): convert only the frames at frame_indices
     (presentation order) and stop after the last one. A packet that fails to decode is skipped; a demuxer error
     ends the pass.
 
     With frame_pts (every frame's pts in presentation order, from survey_stream), frames are placed by their
     timestamps and the unsampled non-reference frames are skipped (NonReferenceSkipper). A decoded frame whose
-    pts is not in frame_pts abandons the pass with pts_mismatch set."""
+    pts is not in frame_pts abandons the pass with pts_mismatch set. decoders: how many decoders share the cores
+    (DataLoader workers)."""
     positions_by_index = {}
     for position, index in enumerate(frame_indices):
         positions_by_index.setdefault(index, []).append(position)
@@ -417,7 +419,7 @@ def decode_sampled_frames(packets, frame_indices: list, preprocess: Preprocess,
     index_by_pts = {pts: index for index, pts in enumerate(frame_pts)} if frame_pts else None
     skipper = NonReferenceSkipper(index_by_pts, positions_by_index) if index_by_pts is not None else None
     conversions = []
-    with frame_converter() as converter:
+    with frame_converter(decoders) as converter:
         try:
             for packet in packets:
                 if skipper is not None:
@@ -449,11 +451,11 @@ def decode_sampled_frames(packets, frame_indices: list, preprocess: Preprocess,
     return result
 
 
-def frame_converter():
+def frame_converter(decoders: int = 1):
     """A thread that converts the sampled frames while decoding goes on (both release the GIL), where this decoder
     has a core to spare; one thread, so that frames are converted in order with one swscale context. Else (in
     DataLoader workers that share the cores) nothing: frames are converted in line. A context manager."""
-    if (os.cpu_count() or 1) // decoders_at_once >= 2:
+    if (os.cpu_count() or 1) // max(1, decoders) >= 2:
         return ThreadPoolExecutor(max_workers=1)
     return contextlib.nullcontext()
 
@@ -468,50 +470,48 @@ def keep_frame(frame, positions: list, preprocess: Preprocess, reformatter, resu
 
 
 # Decoder threading, from measurements on 2 cores with clips cut into one slice per frame as uploads are
-# (docs/performance.md, tools/bench.py's threading rows): frame threads pay on large frames (854x480 and up) when
+# (docs/performance.md, tools/bench's threading rows): frame threads pay on large frames (854x480 and up) when
 # the decoder has at least 2 cores to itself; on small frames and in DataLoader workers that share the cores they
 # cost more than they gain, and slice threads (FFmpeg's default) amount to one thread.
 FRAME_THREADS_FROM_PIXELS = 640 * 360
 MAX_FRAME_THREADS = 4  # each frame thread holds a decoder context; more add latency for little gain
-decoders_at_once = 1  # decoders running at once in this process's group: DataLoader workers set it (share_cores)
 
 
-def share_cores(decoders: int, *_) -> None:
-    """A DataLoader worker_init_fn: this process is one of `decoders` decoding at once, sharing the cores. It leaves
-    Ctrl-C to the main process, which stops the workers and prints one line instead of a traceback per worker."""
-    global decoders_at_once
-    decoders_at_once = max(1, int(decoders))
+def leave_ctrl_c_to_main(*_) -> None:
+    """A DataLoader worker_init_fn: the worker leaves Ctrl-C to the main process, which stops the workers and prints
+    one line instead of a traceback per worker."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def decoder_threading(width: int, height: int) -> tuple:
-    """(thread_type, thread_count) for decoding frames of width x height: frame threads on large frames where this
-    decoder has cores to itself, else slice threads (FFmpeg's default)."""
-    cores = (os.cpu_count() or 1) // decoders_at_once
+def decoder_threading(width: int, height: int, decoders: int = 1) -> tuple:
+    """(thread_type, thread_count) for decoding frames of width x height when `decoders` decode at once sharing the
+    cores (DataLoader workers): frame threads on large frames where this decoder has cores to itself, else slice
+    threads (FFmpeg's default)."""
+    cores = (os.cpu_count() or 1) // max(1, decoders)
     if width * height >= FRAME_THREADS_FROM_PIXELS and cores >= 2:
         return "FRAME", min(cores, MAX_FRAME_THREADS)
     return "SLICE", 0
 
 
-def set_decoder_threads(stream) -> None:
+def set_decoder_threads(stream, decoders: int = 1) -> None:
     """Set a video stream's decoder threading (decoder_threading) before its first packet is decoded. The frames
     are the same bit for bit whatever the threading."""
     stream.thread_type, stream.thread_count = decoder_threading(stream.codec_context.width,
-                                                                stream.codec_context.height)
+                                                                stream.codec_context.height, decoders)
 
 
 def decode_from_start(container, stream, path: Path, first_packet: tuple, frame_indices: list,
-                      preprocess: Preprocess, frame_pts: list | None = None) -> DecodedFrames:
+                      preprocess: Preprocess, frame_pts: list | None = None, decoders: int = 1) -> DecodedFrames:
     """decode_sampled_frames from the stream's first packet: on the open container (whose decoder has not run yet)
     when it seeks back exactly, else on a freshly opened one. container=None: always a fresh one."""
     packets = None if container is None else demux_from_start(container, stream, first_packet)
     if packets is not None:
-        set_decoder_threads(stream)
-        return decode_sampled_frames(packets, frame_indices, preprocess, frame_pts)
+        set_decoder_threads(stream, decoders)
+        return decode_sampled_frames(packets, frame_indices, preprocess, frame_pts, decoders)
     with open_video(path) as reopened:
         stream = reopened.streams[stream.index]
-        set_decoder_threads(stream)
-        return decode_sampled_frames(reopened.demux(stream), frame_indices, preprocess, frame_pts)
+        set_decoder_threads(stream, decoders)
+        return decode_sampled_frames(reopened.demux(stream), frame_indices, preprocess, frame_pts, decoders)
 
 
 def choose_frame_indices(survey: StreamSurvey, num_frames: int, rng) -> tuple:
@@ -523,14 +523,14 @@ def choose_frame_indices(survey: StreamSurvey, num_frames: int, rng) -> tuple:
 
 
 def read_video(path, num_frames: int = 16, preprocess: Preprocess | None = None,
-               jitter: bool = False, seed: int | None = None, levels: bool = False) -> tuple:
+               jitter: bool = False, seed: int | None = None, levels: bool = False, decoders: int = 1) -> tuple:
     """Sample num_frames frames covering the whole video uniformly, upright, preprocessed as X-CLIP's processor does.
 
     Frames: the middle frame of each of num_frames equal segments (with jitter, a random frame of each segment,
     drawn from seed); segments of equal duration when the frame rate varies. Returns (frames (F, 3, S, S)
     float32, info) (with levels, the uint8 levels before normalise_levels); raises VideoError (one line) on a
-    bad file. The pixel aspect ratio is ignored, as in X-CLIP's
-    training pipeline (decord)."""
+    bad file. The pixel aspect ratio is ignored, as in X-CLIP's training pipeline (decord). decoders: how many
+    decoders run at once sharing the cores (DataLoader workers)."""
     if num_frames < 1:
         raise ValueError(f"num_frames must be at least 1, got {num_frames}")
     path = Path(path)
@@ -544,17 +544,19 @@ def read_video(path, num_frames: int = 16, preprocess: Preprocess | None = None,
         frame_indices, sampling = choose_frame_indices(survey, num_frames, rng)
         notes = survey_notes(survey)
         decoded = decode_from_start(container, stream, path, survey.first_packet, frame_indices, preprocess,
-                                    survey.frame_pts)
+                                    survey.frame_pts, decoders)
         if survey.frame_pts and (decoded.pts_mismatch or not decoded.filled.all()):
             # Timestamps that do not name the frames, or frames that do not decode: count frames as they come out
             # of a full decode instead, as the broken-file handling below expects.
-            decoded = decode_from_start(None, stream, path, survey.first_packet, frame_indices, preprocess)
+            decoded = decode_from_start(None, stream, path, survey.first_packet, frame_indices, preprocess,
+                                        decoders=decoders)
         if decoded.frames_seen == 0:
             raise VideoError(f"{path}: no decodable video frame ({decoded.failure()})")
         if not decoded.filled.all():
             notes.append(f"only {decoded.frames_seen} of {survey.num_frames} frames decode; sampled among those")
             frame_indices = segment_frame_indices(decoded.frames_seen, num_frames, rng)
-            sampling, decoded = "frame-uniform", decode_decodable(stream, path, survey, frame_indices, preprocess)
+            sampling, decoded = "frame-uniform", decode_decodable(stream, path, survey, frame_indices, preprocess,
+                                                                  decoders)
     notes += decoded.notes()
     rotation, mirrored = describe_orientation(decoded.orientation)
     info = {"path": str(path), "frames_decoded": decoded.frames_seen, "frames_in_stream": survey.num_frames,
@@ -564,10 +566,11 @@ def read_video(path, num_frames: int = 16, preprocess: Preprocess | None = None,
 
 
 def decode_decodable(stream, path: Path, survey: StreamSurvey, frame_indices: list,
-                     preprocess: Preprocess) -> DecodedFrames:
+                     preprocess: Preprocess, decoders: int = 1) -> DecodedFrames:
     """Second pass over a stream whose end does not decode, sampling among the frames that did: rows the decoder
     still fails to fill repeat the last filled one."""
-    decoded = decode_from_start(None, stream, path, survey.first_packet, frame_indices, preprocess)
+    decoded = decode_from_start(None, stream, path, survey.first_packet, frame_indices, preprocess,
+                                decoders=decoders)
     if not decoded.filled.any():
         raise VideoError(f"{path}: no decodable video frame on a second pass")
     return repeat_filled(decoded)  # a decoder that changed its mind
@@ -658,7 +661,8 @@ def view_seed(video_id: str, view: int, base_seed: int = VIEW_SEED) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
-def read_views(path, video_id: str, views: int, num_frames: int, preprocess: Preprocess, levels: bool = False) -> tuple:
+def read_views(path, video_id: str, views: int, num_frames: int, preprocess: Preprocess, levels: bool = False,
+               decoders: int = 1) -> tuple:
     """Frames of `views` samplings of one video, (K, F, 3, S, S) float32 (uint8 with levels), and the first one's
     info.
 
@@ -666,10 +670,11 @@ def read_views(path, video_id: str, views: int, num_frames: int, preprocess: Pre
     each take a random frame of every segment, seeded by view_seed(video_id, view). Raises VideoError.
     """
     if views == 1:
-        frames, info = read_video(path, num_frames=num_frames, preprocess=preprocess, levels=levels)
+        frames, info = read_video(path, num_frames=num_frames, preprocess=preprocess, levels=levels,
+                                  decoders=decoders)
         return frames[None], info
     samples = [read_video(path, num_frames=num_frames, preprocess=preprocess, jitter=True,
-                          seed=view_seed(video_id, view), levels=levels) for view in range(views)]
+                          seed=view_seed(video_id, view), levels=levels, decoders=decoders) for view in range(views)]
     return np.stack([frames for frames, _ in samples]), samples[0][1]  # (K, F, 3, S, S)
 
 
@@ -677,10 +682,11 @@ class VideoClips:
     """A map-style Dataset over (video_id, path) pairs for a torch DataLoader: each item is one video's views
     (K, F, 3, S, S) as uint8 levels (a quarter of float32's bytes through the workers' pipes; normalised on the
     device that encodes them), decoded in a worker, a bad video's error kept as text rather than raised, with its
-    index and the seconds its decoding took."""
+    index and the seconds its decoding took. decoders: how many workers decode at once, sharing the cores (0: none)."""
 
-    def __init__(self, items, num_frames: int, preprocess: Preprocess, views: int = 1):
+    def __init__(self, items, num_frames: int, preprocess: Preprocess, views: int = 1, decoders: int = 1):
         self.items, self.num_frames, self.preprocess, self.views = items, num_frames, preprocess, views
+        self.decoders = decoders
 
     def __len__(self):
         return len(self.items)
@@ -691,7 +697,7 @@ class VideoClips:
         sample = {"index": index, "video_id": video_id, "frames": None, "error": None, "warnings": []}
         try:
             sample["frames"], info = read_views(path, video_id, self.views, self.num_frames, self.preprocess,
-                                                levels=True)
+                                                levels=True, decoders=self.decoders)
             sample["warnings"] = info.get("warnings", [])
         except VideoError as error:
             sample["error"] = str(error)
@@ -781,6 +787,7 @@ def sample_video(args) -> int:
 
 
 def main(args) -> int:
+    use_warning_lines()
     for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 are printed escaped, not a crash
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")

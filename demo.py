@@ -16,7 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import UserError, expand_video_paths, fail, is_video_file, non_negative, positive_int, write_text
+from common import (UserError, expand_video_paths, fail, is_video_file, non_negative, positive_int,
+                    use_warning_lines, write_text)
 from inference import caption_segments, caption_video, format_srt, format_timestamp, format_vtt
 
 # gradio is imported inside build_page: it is an optional extra, and `demo.py --help` or a missing install
@@ -150,6 +151,7 @@ def serve(args, prevent_thread_lock=False):
 
 
 def main(args) -> int:
+    use_warning_lines()
     try:
         problem = check_args(args)
         if problem:

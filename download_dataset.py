@@ -27,10 +27,9 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from tqdm import tqdm
 
 from common import (UserError, atomic_write, count, fail, non_negative, one_line, positive_float, positive_int,
-                    write_text)
+                    progress_bar, use_warning_lines, write_text)
 
 DEFAULT_URL = "https://www.robots.ox.ac.uk/~maxbain/frozen-in-time/data/MSRVTT.zip"
 RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}  # worth another try; other HTTP errors are final
@@ -199,7 +198,7 @@ def receive(response, part, mode, total, offset, chunk_size, name, progress):
     """Append the response body to part (or start it, mode "wb"), with a progress bar. Returns (bytes received,
     why it stopped: the connection's error, or "connection closed early")."""
     received = 0
-    with open(part, mode) as handle, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
+    with open(part, mode) as handle, progress_bar(total=total, initial=offset, unit="B", unit_scale=True,
                                           unit_divisor=1024, desc=name, disable=not progress) as bar:
         while True:
             try:
@@ -273,7 +272,7 @@ def extract_zip(zip_path, out_dir, progress=True):
         todo, refused, skipped = plan_extraction(archive, out_dir.resolve())
         needed = sum(info.file_size for info, _ in todo)
         check_free_space(out_dir, needed, f"unpacking {zip_path.name}")
-        with tqdm(total=needed, unit="B", unit_scale=True, unit_divisor=1024, desc=f"unpack {zip_path.name}",
+        with progress_bar(total=needed, unit="B", unit_scale=True, unit_divisor=1024, desc=f"unpack {zip_path.name}",
                   disable=not progress) as bar:
             for info, dest in todo:
                 extract_member(archive, info, dest, bar, zip_path)
@@ -372,7 +371,7 @@ def extract_tar(tar_path, out_dir, progress=True):
                 todo.append((member, dest))
         needed = sum(member.size for member, _ in todo)
         check_free_space(out_dir, needed, f"unpacking {tar_path.name}")
-        with tqdm(total=needed, unit="B", unit_scale=True, unit_divisor=1024, desc=f"unpack {tar_path.name}",
+        with progress_bar(total=needed, unit="B", unit_scale=True, unit_divisor=1024, desc=f"unpack {tar_path.name}",
                   disable=not progress) as bar:
             for member, dest in todo:
                 if member.isdir():
@@ -609,6 +608,7 @@ def parse_args(argv=None):
 
 
 def main(args) -> int:
+    use_warning_lines()
     if args.synthetic:
         import synthetic  # imports torch: only for this hand-over
 

@@ -16,7 +16,6 @@ attention decoder reads.
 """
 import argparse
 import copy
-import functools
 import json
 import os
 import re
@@ -36,9 +35,9 @@ from tqdm import tqdm
 from annotations import SPLIT_NAMES, add_data_arguments, load_dataset
 from common import (DEFAULT_XCLIP, UserError, check_output_folder, check_outputs, count, default_workers,
                     expand_video_paths, fail, gpu_has_native_bf16, interrupted, load_npy, one_line, positive_int,
-                    resolve_device, save_array, set_device, write_text)
-from dataset import (VIEW_SEED, XCLIP_MEAN, XCLIP_STD, Preprocess, VideoClips, VideoError, collate_clips,
-                     normalise_levels, share_cores)
+                    progress_bar, resolve_device, save_array, set_device, use_warning_lines, write_text)
+from dataset import (Preprocess, VIEW_SEED, VideoClips, VideoError, XCLIP_MEAN, XCLIP_STD, collate_clips,
+                     leave_ctrl_c_to_main, normalise_levels)
 from model import XClipEncoder
 
 
@@ -330,10 +329,10 @@ def encoded_batches(items, encoder, preprocess, views: int = 1, with_frames: boo
     encoder's distance). to_cpu=False leaves the latents on the encoder's device (for a decoder there)."""
     num_workers = default_workers() if num_workers is None else num_workers
     device = torch.device(getattr(encoder, "device", "cpu"))
-    loader = DataLoader(VideoClips(items, encoder.num_frames, preprocess, views), batch_size=batch_size,
+    loader = DataLoader(VideoClips(items, encoder.num_frames, preprocess, views, num_workers), batch_size=batch_size,
                         num_workers=num_workers, collate_fn=collate_clips, persistent_workers=False,
                         prefetch_factor=4 if num_workers else None, pin_memory=device.type == "cuda",
-                        worker_init_fn=functools.partial(share_cores, num_workers))
+                        worker_init_fn=leave_ctrl_c_to_main)
     for batch in loader:
         started = time.perf_counter()
         batch["latents"] = batch["frame_features"] = None
@@ -387,7 +386,7 @@ def encode_videos(items, encoder, cache, preprocess, batch_size=8, num_workers=N
         return summary
     batches = encoded_batches(todo, encoder, preprocess, cache.views, cache.with_frames, batch_size, num_workers,
                               reference_encoder)
-    bar = tqdm(total=len(todo), unit="video", desc="encoding", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(todo), unit="video", desc="encoding", disable=not progress, dynamic_ncols=True)
     try:
         for batch in batches:
             if strict and batch["failures"]:
@@ -579,6 +578,7 @@ def parse_args(argv=None):
 
 
 def main(args) -> int:
+    use_warning_lines()
     if args.shard >= args.num_shards:
         return fail(f"--shard {args.shard}: pass 0 to {args.num_shards - 1} (shards are numbered from 0)")
     try:

@@ -41,7 +41,7 @@ from pycocoevalcap.tokenizer import ptbtokenizer
 from annotations import add_data_arguments, load_dataset
 from checkpoint import checkpoint_digest, load_captioner, load_checkpoint
 from common import (UserError, check_outputs, check_writable, count, fail, interrupted, non_negative, one_line,
-                    positive_int, resolve_device, write_json, write_text)
+                    positive_int, resolve_device, use_warning_lines, write_json, write_text)
 from diagnostics import caption_diagnostics, collapse_warning, format_diagnostics, format_report
 from encode import split_features, split_latents
 from model import caption_features
@@ -492,6 +492,7 @@ def run(args) -> dict:
 
 
 def main(args) -> int:
+    use_warning_lines()
     try:
         report_and_save(run(args), args.out, args.report)
     except UserError as error:

@@ -20,7 +20,7 @@ from huggingface_hub import HfApi, ModelCardData
 
 from checkpoint import (CONFIG_FILE, FOLDER_FILES, TOKENIZER_FILE, WEIGHTS_FILE, checkpoint_digest, is_repo_id,
                         load_checkpoint, save_folder, shareable_args, written_by_export)
-from common import UserError, check_output_folder, check_outputs, fail, one_line
+from common import UserError, check_output_folder, check_outputs, fail, one_line, use_warning_lines
 from evaluate import METRIC_NAMES
 
 SHARED_FILES = FOLDER_FILES + ("README.md",)
@@ -285,6 +285,7 @@ def push_to_hub(folder: Path, repo_id: str, private: bool) -> str:
 
 
 def main(args) -> int:
+    use_warning_lines()
     try:
         if args.push_to_hub and not is_repo_id(args.push_to_hub):
             raise UserError(f"--push_to_hub {args.push_to_hub}: not a Hub repo id; pass user/name")

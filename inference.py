@@ -310,18 +310,17 @@ def report(path, outcome, args, several) -> bool:
 
 
 def main(args) -> int:
-    from tqdm import tqdm
-
     from checkpoint import load_captioner
-    from common import expand_video_paths, resolve_device
+    from common import expand_video_paths, progress_bar, resolve_device, use_warning_lines
 
+    use_warning_lines()
     for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 are printed escaped, not a crash
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     paths = expand_video_paths(args.video_path)
     failures = 0
     # A bar on a terminal when there are several videos; each video's lines are printed above it.
-    bar = tqdm(total=len(paths), unit="video", desc="captioning", dynamic_ncols=True, leave=False,
+    bar = progress_bar(total=len(paths), unit="video", desc="captioning", dynamic_ncols=True, leave=False,
                disable=None if len(paths) > 1 else True)
     try:
         problem = check_args(args, len(paths))
@@ -335,7 +334,7 @@ def main(args) -> int:
         captioner = load_captioner(args.model_path, resolve_device(args.device), args.xclip_model,
                                    args.tokenizer_path)
         for path, outcome in outcomes(paths, captioner, args):
-            with tqdm.external_write_mode():
+            with bar.external_write_mode():
                 failures += not report(path, outcome, args, len(paths) > 1)
             bar.update()
     except UserError as error:

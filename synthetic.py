@@ -11,19 +11,20 @@ captions can be scored on what they name. make_tiny_xclip writes a tiny, randoml
 X-CLIP that loads like the real one. Everything is deterministic from the seed.
 """
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import sys
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import av
 import numpy as np
 import torch
-from tqdm import tqdm
 from transformers import XCLIPConfig, XCLIPModel
 
-from common import fail, write_json, write_text
+from common import fail, progress_bar, temporary_path, use_warning_lines, write_json, write_text
 
 COLOURS = {  # name -> RGB; bright enough to stand out on the dark backgrounds below
     "red": (220, 30, 30),
@@ -227,32 +228,39 @@ def pick_codec(codec=None):
     return "libx264" if "libx264" in available else "mpeg4"
 
 
+@contextlib.contextmanager
+def video_stream(path, fps, width: int, height: int, codec: str = "libx264", options: dict | None = None):
+    """An mp4 video stream (yuv420p) to encode frames into (encode_frame); the file is written under a temporary
+    name and moved into place when the block ends without an error (common.temporary_path)."""
+    with temporary_path(path) as temporary, av.open(str(temporary), mode="w", format="mp4") as container:
+        stream = container.add_stream(codec, rate=int(fps), options=options or {})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        yield stream
+        for packet in stream.encode():  # flush the encoder
+            container.mux(packet)
+
+
+def encode_frame(stream, frame) -> None:
+    """Encode one av.VideoFrame into a video_stream."""
+    for packet in stream.encode(frame):
+        stream.container.mux(packet)
+
+
 def write_clip(path, frames, fps, codec="libx264"):
     """Encode uint8 (T, H, W, 3) frames to an mp4 (yuv420p), atomically; single-threaded so the bytes repeat."""
-    path = Path(path)
-    temp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     height, width = frames.shape[1:3]
     # Lossless H.264 (qp 0): the decoded pixels equal the encoded yuv420p frames exactly, which keeps
     # the colours true and the content identical from run to run (lossy x264 here was not always
     # bit-reproducible); flat synthetic frames make it as small as crf 18.
     options = {"qp": "0", "threads": "1"} if codec == "libx264" else {"threads": "1"}
-    try:
-        with av.open(str(temp), mode="w", format="mp4") as container:
-            stream = container.add_stream(codec, rate=int(fps), options=options)
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.codec_context.thread_count = 1
-            if codec != "libx264":
-                stream.bit_rate = 4_000_000  # near-lossless at these sizes
-            for frame_index, frame_pixels in enumerate(frames):
-                frame = av.VideoFrame.from_ndarray(frame_pixels, format="rgb24").reformat(format="yuv420p")
-                frame.pts = frame_index
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-            for packet in stream.encode():  # flush the encoder
-                container.mux(packet)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+    with video_stream(path, fps, width, height, codec, options) as stream:
+        stream.codec_context.thread_count = 1
+        if codec != "libx264":
+            stream.bit_rate = 4_000_000  # near-lossless at these sizes
+        for frame_index, frame_pixels in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(frame_pixels, format="rgb24").reformat(format="yuv420p")
+            frame.pts = frame_index
+            encode_frame(stream, frame)
 
 
 def split_video_ids(video_ids):
@@ -291,29 +299,45 @@ def _is_complete(root, params):
     return all((videos / f"video{index}.mp4").is_file() for index in range(params["num_videos"]))
 
 
-def make_synthetic_msrvtt(out_dir, num_videos=300, seed=0, width=64, height=48, num_frames=32, fps=8,
-                          task="simple", codec=None, min_captions=8, max_captions=12, progress=True):
+@dataclass(frozen=True)
+class SyntheticSet:
+    """What a synthetic MSR-VTT is made of (annotation/synthetic.json holds it); codec None: pick_codec's choice."""
+    num_videos: int = 300
+    seed: int = 0
+    width: int = 64
+    height: int = 48
+    num_frames: int = 32
+    fps: int = 8
+    task: str = "simple"
+    codec: str | None = None
+    min_captions: int = 8
+    max_captions: int = 12
+
+    def checked(self) -> dict:
+        """The parameters as synthetic.json records them (the codec picked); ValueError when they cannot be made."""
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; expected one of {TASKS}")
+        if self.num_videos < 3:
+            raise ValueError(f"num_videos must be at least 3 (one per split), got {self.num_videos}")
+        if self.width % 2 or self.height % 2 or self.width < 16 or self.height < 16:
+            raise ValueError(f"width and height must be even and at least 16 (yuv420p), got {self.width}x{self.height}")
+        if self.num_frames < 2 or not 1 <= self.min_captions <= self.max_captions:
+            raise ValueError("need num_frames >= 2 and 1 <= min_captions <= max_captions")
+        return {name: value if name in ("task", "codec") else int(value)
+                for name, value in asdict(replace(self, codec=pick_codec(self.codec))).items()}
+
+
+def make_synthetic_msrvtt(out_dir, spec: SyntheticSet = SyntheticSet(), progress: bool = True, **changes):
     """Write a synthetic MSR-VTT under out_dir/MSRVTT/ and return out_dir (the data_dir for load_msrvtt).
 
-    Same layout as MSRVTT.zip, plus annotation/attributes.json (video id -> colour, size, shape,
-    direction; "order" adds kind, colours, directions) and annotation/synthetic.json (the parameters).
-    A dataset already made with the same parameters is kept as it is. A real (non-synthetic) MSRVTT
-    folder is never overwritten: FileExistsError.
+    spec with changes (SyntheticSet's fields: num_videos=..., seed=..., task=...) says what to make. Same layout
+    as MSRVTT.zip, plus annotation/attributes.json (video id -> colour, size, shape, direction; "order" adds
+    kind, colours, directions) and annotation/synthetic.json (the parameters). A dataset already made with the
+    same parameters is kept as it is. A real (non-synthetic) MSRVTT folder is never overwritten: FileExistsError.
     """
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
-    if num_videos < 3:
-        raise ValueError(f"num_videos must be at least 3 (one per split), got {num_videos}")
-    if width % 2 or height % 2 or width < 16 or height < 16:
-        raise ValueError(f"width and height must be even and at least 16 (yuv420p), got {width}x{height}")
-    if num_frames < 2 or not 1 <= min_captions <= max_captions:
-        raise ValueError("need num_frames >= 2 and 1 <= min_captions <= max_captions")
-    codec = pick_codec(codec)
+    params = replace(spec, **changes).checked()
     out_dir = Path(out_dir)
     root = out_dir / "MSRVTT"
-    params = {"num_videos": int(num_videos), "seed": int(seed), "width": int(width), "height": int(height),
-              "num_frames": int(num_frames), "fps": int(fps), "task": task, "codec": codec,
-              "min_captions": int(min_captions), "max_captions": int(max_captions)}
     if _is_complete(root, params):
         return out_dir
     if root.exists() and not (root / "annotation" / "synthetic.json").is_file():
@@ -340,7 +364,7 @@ def write_dataset(root, params, progress=True):
     (root / SPLIT_FILES).mkdir(parents=True)
     video_ids = [f"video{index}" for index in range(params["num_videos"])]
     images, annotations, attributes_by_video = [], [], {}
-    for index, video_id in enumerate(tqdm(video_ids, desc="synthetic clips", disable=not progress)):
+    for index, video_id in enumerate(progress_bar(video_ids, desc="synthetic clips", disable=not progress)):
         rng = video_rng(params["seed"], index)
         attributes = sample_attributes(rng, params["task"])
         frames = render_clip(rng, attributes, params["num_frames"], params["width"], params["height"])  # (T, H, W, 3)
@@ -469,7 +493,6 @@ def make_tiny_xclip(out_dir, seed=0, num_frames=16):
     Like any model saved with save_pretrained, it has no preprocessor_config.json: dataset.load_preprocess
     then gives X-CLIP's defaults at the config's image size (32).
     """
-    out_dir = Path(out_dir)
     vision_config = dict(
         hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
         # The multi-frame integration transformer runs on the projected features, so it must be 512 wide.
@@ -479,20 +502,32 @@ def make_tiny_xclip(out_dir, seed=0, num_frames=16):
                        num_attention_heads=2, max_position_embeddings=77)
     config = XCLIPConfig(text_config=text_config, vision_config=vision_config, projection_dim=512,
                          prompt_layers=1, prompt_num_attention_heads=8)
-    with torch.random.fork_rng(devices=[]):  # seed the weights without disturbing the caller's RNG
+    return save_random_xclip(out_dir, config, seed)
+
+
+def full_size_xclip_config(num_frames: int = 16):
+    """XCLIPConfig of microsoft/xclip-base-patch32-16-frames: transformers' defaults are xclip-base-patch32
+    (ViT-B/32 at 224 px: 12 layers of width 768, 12 heads; a 1-layer 512-wide multi-frame transformer;
+    2 prompt layers; projection 512; a 12-layer text tower), with 16 frames instead of 8. Random weights of this
+    architecture cost what the real ones do (tools/bench, tools/compare)."""
+    vision = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+              "image_size": 224, "patch_size": 32, "num_frames": int(num_frames), "mit_hidden_size": 512,
+              "mit_intermediate_size": 2048, "mit_num_hidden_layers": 1, "mit_num_attention_heads": 8}
+    text = {"vocab_size": 49408, "hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12,
+            "num_attention_heads": 8, "max_position_embeddings": 77}
+    return XCLIPConfig(text_config=text, vision_config=vision, projection_dim=512, prompt_layers=2,
+                       prompt_num_attention_heads=8)
+
+
+def save_random_xclip(out_dir, config, seed: int = 0) -> Path:
+    """A randomly initialised XCLIPModel of config (seeded without disturbing the caller's RNG), written with
+    save_pretrained into out_dir; its files move into place only once all are written. Returns out_dir."""
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = XCLIPModel(config).eval()
-    # Save next to the target, then move each file into place, so no half-written weights are found.
-    out_dir.mkdir(parents=True, exist_ok=True)
-    scratch = out_dir.parent / f".{out_dir.name}.partial{os.getpid()}"
-    shutil.rmtree(scratch, ignore_errors=True)
-    try:
+    with temporary_path(out_dir) as scratch:
         model.save_pretrained(scratch)
-        for saved in sorted(scratch.iterdir()):
-            os.replace(saved, out_dir / saved.name)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return out_dir
+    return Path(out_dir)
 
 
 def parse_args(argv=None):
@@ -513,6 +548,7 @@ def parse_args(argv=None):
 
 
 def main(args) -> int:
+    use_warning_lines()
     try:
         data_dir = make_synthetic_msrvtt(args.out_dir, num_videos=args.num_videos, seed=args.seed,
                                          width=args.width, height=args.height, num_frames=args.num_frames,

@@ -30,13 +30,12 @@ import numpy as np
 import sentencepiece as spm
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 from annotations import add_data_arguments, load_dataset, normalize_caption
 from checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
 from common import (DEFAULT_XCLIP, UserError, check_output_folder, check_outputs, count, fail, fraction,
                     gpu_has_native_bf16, interrupted, non_negative, one_line, positive_float, positive_int,
-                    resolve_device, set_device, write_text)
+                    progress_bar, resolve_device, set_device, use_warning_lines, write_text)
 from curves import TENSORBOARD_MISSING, add_scalars, open_tensorboard, redraw, tensorboard_available
 from encode import load_encoder, split_features, split_latents
 from evaluate import score_captions
@@ -242,10 +241,12 @@ def lr_lambda(warmup_steps, total_steps):
     return factor
 
 
-def make_optimizer(args, decoder, num_captions):
-    """AdamW, and a scheduler warming up for --warmup_steps (at most a tenth of all steps + 1), then cosine."""
+def make_optimizer(args, decoder, num_captions, fused=None):
+    """AdamW, and a scheduler warming up for --warmup_steps (at most a tenth of all steps + 1), then cosine.
+    fused None: AdamW's fused kernel where the device has one; False: its loop (the plain path tools/bench times)."""
     # fused: one kernel per step instead of a dozen passes over every parameter (the same update to ~1e-7)
-    fused = next(decoder.parameters()).device.type in ("cpu", "cuda")
+    if fused is None:
+        fused = next(decoder.parameters()).device.type in ("cpu", "cuda")
     optimizer = torch.optim.AdamW(decoder.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay,
                                   fused=fused)
     total_steps = math.ceil(num_captions / args.batch_size) * args.epochs
@@ -310,7 +311,7 @@ def run_epoch(model, features, video_index, rows, batch_size, device, optimizer=
     # (against the epoch's mean per batch), so that every token counts alike, as in batches of mixed lengths.
     mean_batch_tokens = float((lengths - 1).sum()) / len(batches) if buckets and training else None
     total_loss, total_count = 0.0, 0
-    bar = tqdm(batches, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=rank != 0)
+    bar = progress_bar(batches, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=rank != 0)
     for global_batch in bar:
         batch = global_batch[rank::world_size]
         scale = 1.0
@@ -543,6 +544,7 @@ def check_args(args):
 
 
 def main(args) -> int:
+    use_warning_lines()
     problem = check_args(args)
     if problem:
         return fail(problem)

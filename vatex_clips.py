@@ -19,9 +19,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-from tqdm import tqdm
 
-from common import UserError, atomic_write, one_line
+from common import UserError, atomic_write, one_line, progress_bar
 
 DEFAULT_YOUTUBE_URL = "https://www.youtube.com/watch?v={id}"
 YOUTUBE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # YouTube ids are 11 of these; the mapping seam allows others
@@ -292,7 +291,7 @@ def download_clips(video_ids, settings: Settings, workers: int = 4, retry_failed
                 todo.append(clip)
     stop = threading.Event()
     with ThreadPoolExecutor(max_workers=workers) as pool, \
-            tqdm(total=len(todo), unit="clip", desc="vatex clips", disable=not progress) as bar:
+            progress_bar(total=len(todo), unit="clip", desc="vatex clips", disable=not progress) as bar:
         futures = [pool.submit(fetch_clip, clip, settings, stop) for clip in todo]
         streak = 0  # clips in a row that failed transiently
         try:

@@ -14,7 +14,7 @@ import train
 from annotations import DatasetError
 from common import UserError, check_writable, expand_video_paths
 from encode import CacheError, load_feature_file, split_features
-from test_datasets import load
+from inputs import load
 
 
 @pytest.mark.parametrize("module, flags", [

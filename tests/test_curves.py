@@ -1,8 +1,5 @@
 """Training curves (curves.py): log.jsonl read back, runs overlaid in their own colours, TensorBoard scalars."""
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +8,6 @@ from PIL import Image
 import curves
 import train
 
-REPO = Path(__file__).resolve().parent.parent
 RUN_COLOURS = {"C0": (0x1F, 0x77, 0xB4), "C1": (0xFF, 0x7F, 0x0E)}  # matplotlib's first two cycle colours
 
 
@@ -41,28 +37,26 @@ def test_log_is_read_in_epoch_order_and_the_best_epoch_is_the_first_highest_cide
     assert curves.best_record(records)["epoch"] == 3
 
 
-def test_one_run_is_drawn_in_one_colour_and_two_runs_in_two(tmp_path):
+def test_one_run_is_drawn_in_one_colour_and_two_runs_in_two(tmp_path, run_cli):
     first = write_log(tmp_path / "lr1e-3" / "log.jsonl", [0.4, 1.2, 1.8, 1.6])
     second = write_log(tmp_path / "lr3e-4" / "log.jsonl", [0.2, 0.6, 0.9, 1.1, 1.3, 1.2], lr=3e-4)
     single = curves.plot_curves([first], tmp_path / "single.png")
     assert colour_pixels(single, RUN_COLOURS["C0"]) > 500 and colour_pixels(single, RUN_COLOURS["C1"]) == 0
     assert not list(tmp_path.glob(".single.png.tmp*"))  # written atomically
-    result = subprocess.run([sys.executable, "curves.py", str(first), str(second), "--out", str(tmp_path / "both.png")],
-                            cwd=REPO, capture_output=True, text=True)
+    result = run_cli("curves", first, second, "--out", tmp_path / "both.png")
     assert result.returncode == 0, result.stderr
     both = tmp_path / "both.png"
     assert colour_pixels(both, RUN_COLOURS["C0"]) > 500 and colour_pixels(both, RUN_COLOURS["C1"]) > 500
     assert Image.open(both).size == Image.open(single).size
 
 
-def test_bad_logs_are_one_line_errors(tmp_path):
+def test_bad_logs_are_one_line_errors(tmp_path, run_cli):
     broken = tmp_path / "log.jsonl"
     broken.write_text('{"epoch": 1, "train_loss": 2.0}\nnot json\n')
     for logs, expected in (([str(tmp_path / "missing.jsonl")], "missing.jsonl: cannot read"),
                            ([str(broken)], "line 2 is not an epoch record"),
                            ([str(broken), str(broken), "--labels", "a"], "1 labels for 2 logs")):
-        result = subprocess.run([sys.executable, "curves.py", *logs, "--out", str(tmp_path / "c.png")], cwd=REPO,
-                                capture_output=True, text=True)
+        result = run_cli("curves", *logs, "--out", tmp_path / "c.png")
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert result.stderr.startswith("error: ") and expected in result.stderr and result.stderr.count("\n") == 1
 

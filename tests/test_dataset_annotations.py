@@ -1,18 +1,14 @@
 """load_msrvtt on hand-made MSR-VTT trees (MSRVTT.zip layout and the 2016 release) and on the real annotations."""
 import json
 import shutil
-import subprocess
-import sys
 import time
 import warnings
 import zipfile
-from pathlib import Path
 
 import pytest
 
 from annotations import DatasetError, VideoCaptions, load_msrvtt
 
-REPO = Path(__file__).resolve().parent.parent
 SPLIT_IDS = {"train": [0, 1, 2, 3, 10, 11], "val": [4, 5], "test": [6, 7, 8, 9]}
 
 
@@ -247,22 +243,17 @@ def test_no_annotations_found_is_an_error(tmp_path):
         load_msrvtt(tmp_path / "absent")
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, str(REPO / "dataset.py"), *args], capture_output=True, text=True,
-                          timeout=60)
-
-
-def test_cli_summary_json_and_bad_folder(tmp_path):
+def test_cli_summary_json_and_bad_folder(tmp_path, run_cli):
     root = write_coco_tree(tmp_path)
     (root / "videos" / "all" / "video4.mp4").unlink()
-    result = run_cli("--data_dir", str(tmp_path), "--json")
+    result = run_cli("dataset", "--data_dir", str(tmp_path), "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)["splits"]
     assert summary["train"] == {"videos": 6, "captions": 18, "missing": 0}
     assert summary["val"] == {"videos": 2, "captions": 6, "missing": 1}
-    table = run_cli("--data_dir", str(tmp_path))
+    table = run_cli("dataset", "--data_dir", str(tmp_path))
     assert table.returncode == 0 and "test" in table.stdout
-    bad = run_cli("--data_dir", str(tmp_path / "absent"))
+    bad = run_cli("dataset", "--data_dir", str(tmp_path / "absent"))
     assert bad.returncode == 2
     assert len(bad.stderr.strip().splitlines()) == 1 and "absent" in bad.stderr
     assert "Traceback" not in bad.stderr

@@ -2,30 +2,13 @@
 layouts written here; detection, the dataset.py summary, bad input as one line."""
 import json
 import shutil
-import subprocess
-import sys
-import warnings
-from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from annotations import DatasetError, detect_dataset, load_dataset
+from annotations import DatasetError, detect_dataset
 from readers import SPLIT_NAMES, clip_key
-from test_video_sampling import write_video
+from inputs import load, write_video
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def load(data_dir=None, check_videos=False, **flags):
-    """load_dataset with the flags a script would pass, warnings collected: (dataset, [warning texts])."""
-    args = SimpleNamespace(dataset=None, data_dir=data_dir, scheme=None, annotations=None,
-                           split_fractions=(0.8, 0.1, 0.1), split_seed=0)
-    vars(args).update(flags)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        dataset = load_dataset(args, check_videos=check_videos)
-    return dataset, [str(warning.message) for warning in caught]
 
 
 def counts(dataset):
@@ -195,17 +178,12 @@ def test_layout_is_detected_and_the_flag_wins(tmp_path):
         load(tmp_path / "msvd", scheme="official")
 
 
-def run_dataset_cli(*flags):
-    return subprocess.run([sys.executable, str(REPO / "dataset.py"), *flags], capture_output=True, text=True,
-                          timeout=120)
-
-
-def test_summary_command_reads_every_dataset(realdata, tmp_path):
-    vatex = json.loads(run_dataset_cli("--data_dir", str(realdata / "vatex"), "--json").stdout)
+def test_summary_command_reads_every_dataset(realdata, tmp_path, run_cli):
+    vatex = json.loads(run_cli("dataset", "--data_dir", str(realdata / "vatex"), "--json").stdout)
     assert vatex["dataset"] == "vatex" and vatex["splits"]["val"] == {"videos": 1500, "captions": 15000,
                                                                       "missing": 1500}
     path = write_jsonl(tmp_path / "c.jsonl", [{"video": "a.mp4", "caption": "x", "split": "test"}])
-    table = run_dataset_cli("--dataset", "captions", "--annotations", str(path))
+    table = run_cli("dataset", "--dataset", "captions", "--annotations", str(path))
     assert table.returncode == 0 and "test" in table.stdout
 
 
@@ -214,11 +192,11 @@ def test_summary_command_reads_every_dataset(realdata, tmp_path):
     (lambda d: (d / "vatex_validation_v1.0.json").write_text('{"videoID": 1}'), "expected a JSON list"),
     (lambda d: (d / "youtube_mapping.txt").write_text("abc_1_5 vid1 extra"), "youtube_mapping.txt:1: expected"),
 ])
-def test_malformed_annotation_files_are_one_line_exit_2(tmp_path, make, words):
+def test_malformed_annotation_files_are_one_line_exit_2(tmp_path, make, words, run_cli):
     make(tmp_path)
     flags = ["--annotations", str(tmp_path / "captions.jsonl")] if (tmp_path / "captions.jsonl").exists() else \
         ["--data_dir", str(tmp_path)]
-    result = run_dataset_cli(*flags)
+    result = run_cli("dataset", *flags)
     assert result.returncode == 2 and result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], lines

@@ -5,13 +5,10 @@ column, and the real MSR-VTT features of ../shared/realdata/features (skipped wi
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import create_tokenizer
 import evaluate
@@ -20,18 +17,12 @@ import train
 from checkpoint import load_checkpoint
 from synthetic import make_synthetic_msrvtt, make_tiny_xclip
 
-REPO = Path(__file__).resolve().parent.parent
 SMALL_DECODER = ["--batch_size", "32", "--embed_dim", "32", "--hidden_dim", "64", "--num_layers", "1",
                  "--dropout", "0.1", "--warmup_steps", "10", "--learning_rate", "3e-3", "--num_workers", "0",
                  "--beam_size", "2", "--patience", "0"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: two threads only wait for each other
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: two threads only wait for each other
 
 
 def make_tokenizer(data_flags, out_prefix, vocab_size=300):
@@ -109,12 +100,12 @@ def test_captions_file_of_synthetic_clips_without_split_trains_and_evaluates(tmp
 
 # ---- precomputed features ------------------------------------------------------------------------------------------
 
-def features_run(realdata, tmp_path):
+def features_run(realdata, tmp_path, run_cli):
     """A decoder trained on the real VGG features of MSR-VTT video0-499, captions from MSR-VTT, split by video."""
     features = realdata / "features" / "msrvtt_vggae"
     annotations = tmp_path / "msrvtt500.jsonl"
-    subprocess.run([sys.executable, str(REPO / "tools" / "captions_file.py"), "--data_dir", str(realdata / "msrvtt"),
-                    "--with_features", str(features), "--out", str(annotations)], check=True, capture_output=True)
+    assert run_cli("tools/captions_file.py", "--data_dir", realdata / "msrvtt", "--with_features", features,
+                   "--out", annotations).returncode == 0
     data_flags = ["--dataset", "captions", "--annotations", str(annotations)]
     # The first reader draws the split and saves it beside the file: 350 / 50 / 100 videos, so that the test
     # split's CIDEr is not down to a few videos.
@@ -128,8 +119,9 @@ def features_run(realdata, tmp_path):
     return annotations, features
 
 
-def test_features_train_evaluate_and_beat_their_controls(realdata, tmp_path, capsys):
-    annotations, features = features_run(realdata, tmp_path)
+@pytest.mark.slow
+def test_features_train_evaluate_and_beat_their_controls(realdata, tmp_path, capsys, run_cli):
+    annotations, features = features_run(realdata, tmp_path, run_cli)
     checkpoint = load_checkpoint(tmp_path / "models" / "best.pt")
     assert checkpoint["encoder"]["kind"] == "features" and checkpoint["encoder"]["shape"] == [50, 128]
     assert checkpoint["data"]["features"] == {"folder": "msrvtt_vggae", "shape": [50, 128]}

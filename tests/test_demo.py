@@ -9,11 +9,16 @@ import pytest
 
 import demo
 import inference
-from test_segments import world  # noqa: F401 - the fixture: a 6 s red-then-blue clip, a tiny X-CLIP, a captioner
 
 needs_gradio = pytest.mark.skipif(importlib.util.find_spec("gradio") is None,
                                   reason="gradio not installed (pip install -r requirements-extras.txt)")
 DECODING = ["--beam_size", "2", "--max_len", "8"]
+
+
+@pytest.fixture(scope="module")
+def world(colour_world):
+    """conftest.colour_world: a 6 s red-then-blue clip, a tiny X-CLIP, a captioner that names the colour."""
+    return colour_world
 
 
 def free_port() -> int:
@@ -23,7 +28,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def client(world):  # noqa: F811 - the imported fixture
+def client(world):
     """The page on a free port of 127.0.0.1, and a gradio_client.Client talking to it."""
     from gradio_client import Client
 
@@ -36,7 +41,7 @@ def client(world):  # noqa: F811 - the imported fixture
     page.close()
 
 
-def run_inference(world, capsys, *flags):  # noqa: F811
+def run_inference(world, capsys, *flags):
     """inference.py's exit code, stdout and stderr for the checkpoint of the world and the given flags."""
     code = inference.main(inference.parse_args(["--model_path", str(world["model_path"]), "--xclip_model",
                                                 str(world["xclip"]), "--device", "cpu", *DECODING, *flags]))
@@ -45,7 +50,7 @@ def run_inference(world, capsys, *flags):  # noqa: F811
 
 
 @needs_gradio
-def test_the_page_gives_the_captions_inference_gives(client, world, capsys):  # noqa: F811
+def test_the_page_gives_the_captions_inference_gives(client, world, capsys):
     from gradio_client import handle_file
 
     clip = world["root"] / "red.mp4"
@@ -58,7 +63,7 @@ def test_the_page_gives_the_captions_inference_gives(client, world, capsys):  # 
 
 
 @needs_gradio
-def test_a_long_video_gets_the_timeline_and_subtitles_of_inference(client, world, capsys, tmp_path):  # noqa: F811
+def test_a_long_video_gets_the_timeline_and_subtitles_of_inference(client, world, capsys, tmp_path):
     from gradio_client import handle_file
 
     _, timeline, subtitles, _ = client.predict(handle_file(str(world["long_clip"])), api_name="/caption")
@@ -71,7 +76,7 @@ def test_a_long_video_gets_the_timeline_and_subtitles_of_inference(client, world
 
 
 @needs_gradio
-def test_a_bad_upload_shows_the_line_inference_prints(client, world, capsys, tmp_path):  # noqa: F811
+def test_a_bad_upload_shows_the_line_inference_prints(client, world, capsys, tmp_path):
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
 

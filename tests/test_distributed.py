@@ -9,20 +9,17 @@ import pytest
 import torch
 
 from checkpoint import load_checkpoint
-from annotations import load_msrvtt
-from create_tokenizer import train_captions, train_tokenizer
-from synthetic import make_synthetic_msrvtt, make_tiny_xclip
 
 REPO = Path(__file__).resolve().parent.parent
 
 
+# Real processes under torchrun, against single-process runs: tens of seconds each.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("distributed")
-    make_synthetic_msrvtt(root / "data", num_videos=40, seed=2, progress=False)
-    xclip = make_tiny_xclip(root / "xclip", seed=0)
-    tokenizer = train_tokenizer(train_captions(load_msrvtt(root / "data")), root / "tokenizer", vocab_size=300)
-    return {"root": root, "data": root / "data", "xclip": xclip, "tokenizer": tokenizer}
+def world(synthetic_world):
+    return synthetic_world(num_videos=40, seed=2, vocab_size=300)
 
 
 def run(command, **env):

@@ -24,7 +24,6 @@ from checkpoint import (CHECKPOINT_VERSION, CheckpointError, checkpoint_digest, 
                         save_checkpoint)
 from common import write_json
 from create_tokenizer import train_captions, train_tokenizer
-from synthetic import make_synthetic_msrvtt, make_tiny_xclip
 
 REPO = Path(__file__).resolve().parent.parent
 REPO_ID = "someone/captioner"
@@ -51,13 +50,11 @@ def hub_cache(folder, cache, repo_id):
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(synthetic_world):
     """A checkpoint trained for two epochs on 30 synthetic clips, its test scores, its export, and a local Hub
     cache holding the export as REPO_ID."""
-    root = tmp_path_factory.mktemp("export")
-    make_synthetic_msrvtt(root / "data", num_videos=30, seed=3, progress=False)
-    xclip = make_tiny_xclip(root / "xclip", seed=0)
-    tokenizer = train_tokenizer(train_captions(load_msrvtt(root / "data")), root / "tokenizer", vocab_size=300)
+    world = synthetic_world(num_videos=30, seed=3, vocab_size=300)
+    root, xclip, tokenizer = world["root"], world["xclip"], world["tokenizer"]
     assert train.main(train.parse_args([
         "--data_dir", str(root / "data"), "--tokenizer_path", str(tokenizer), "--xclip_model", str(xclip),
         "--cache_dir", str(root / "cache"), "--out_dir", str(root / "models"), "--epochs", "2", "--batch_size", "32",

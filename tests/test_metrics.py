@@ -2,15 +2,12 @@
 import json
 import math
 import subprocess
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
 
 import evaluate
 
-REPO = Path(__file__).resolve().parent.parent
 
 # "this is a good test" vs ["this is a test", "this is also a test"], scored by pycocoevalcap with Java.
 PAIR_PREDICTIONS = {"pair": "this is a good test"}
@@ -216,18 +213,13 @@ def _write_lines(path, lines):
     return str(path)
 
 
-def _run_cli(*cli_args):
-    return subprocess.run([sys.executable, str(REPO / "evaluate.py"), *cli_args],
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
-
-
 @pytest.mark.filterwarnings("ignore:METEOR skipped")
-def test_cli_writes_valid_json(tmp_path):
+def test_cli_writes_valid_json(tmp_path, run_cli):
     hyp = _write_lines(tmp_path / "hyp.txt", ["a man is cooking", "a dog runs on grass"])
     ref1 = _write_lines(tmp_path / "ref1.txt", ["a man is cooking food", "a dog is running"])
     ref2 = _write_lines(tmp_path / "ref2.txt", ["someone cooks", "a dog runs on the grass"])
     out_path = tmp_path / "results" / "metrics.json"
-    completed = _run_cli("--hyp", hyp, "--refs", ref1, ref2, "--out", str(out_path), "--java", "no")
+    completed = run_cli("evaluate", "--hyp", hyp, "--refs", ref1, ref2, "--out", str(out_path), "--java", "no")
     assert completed.returncode == 0, completed.stderr
     result = json.loads(out_path.read_text(encoding="utf-8"))
     assert set(result["metrics"]) == {"Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr"}
@@ -242,12 +234,12 @@ def test_cli_writes_valid_json(tmp_path):
 
 
 @pytest.mark.parametrize("problem", ["line_count", "missing_file", "no_refs"])
-def test_cli_bad_input_exits_2_with_one_line(tmp_path, problem):
+def test_cli_bad_input_exits_2_with_one_line(tmp_path, problem, run_cli):
     hyp = _write_lines(tmp_path / "hyp.txt", ["a man is cooking", "a dog runs"])
     refs = {"line_count": [_write_lines(tmp_path / "ref.txt", ["only one line"])],
             "missing_file": [str(tmp_path / "absent.txt")],
             "no_refs": []}[problem]
-    completed = _run_cli("--hyp", hyp, *(["--refs", *refs] if refs else []), "--java", "no")
+    completed = run_cli("evaluate", "--hyp", hyp, *(["--refs", *refs] if refs else []), "--java", "no")
     assert completed.returncode == 2
     assert "Traceback" not in completed.stderr
     assert len(completed.stderr.strip().splitlines()) == 1

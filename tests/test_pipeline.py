@@ -1,7 +1,5 @@
 """The captioner end to end on synthetic clips and a tiny random X-CLIP: encoder, cache, train, evaluate, inference."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,35 +9,16 @@ import encode
 import evaluate
 import train
 from checkpoint import load_checkpoint
-from create_tokenizer import train_captions, train_tokenizer
 from annotations import load_msrvtt
 from dataset import read_video
 from model import XClipEncoder
-from synthetic import make_synthetic_msrvtt, make_tiny_xclip
-
-REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
+from synthetic import make_tiny_xclip
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A 72-clip synthetic MSR-VTT, a tiny X-CLIP and a tokenizer, built once for this file."""
-    root = tmp_path_factory.mktemp("pipeline")
-    make_synthetic_msrvtt(root / "data", num_videos=72, seed=1)
-    xclip = make_tiny_xclip(root / "xclip", seed=0)
-    tokenizer = train_tokenizer(train_captions(load_msrvtt(root / "data")), root / "tokenizer", vocab_size=400)
-    return {"root": root, "data": root / "data", "xclip": xclip, "tokenizer": tokenizer}
-
-
-def train_args(world, out_dir, epochs, **overrides):
-    args = train.parse_args([
-        "--data_dir", str(world["data"]), "--tokenizer_path", str(world["tokenizer"]),
-        "--xclip_model", str(world["xclip"]), "--cache_dir", str(world["root"] / "cache"),
-        "--out_dir", str(out_dir), "--epochs", str(epochs), "--batch_size", "32", "--embed_dim", "64",
-        "--hidden_dim", "128", "--num_layers", "1", "--dropout", "0.1", "--warmup_steps", "10",
-        "--learning_rate", "3e-3", "--num_workers", "0", "--beam_size", "2", "--patience", "0"])
-    for name, value in overrides.items():
-        setattr(args, name, value)
-    return args
+def world(synthetic_world):
+    """A 72-clip synthetic MSR-VTT, a tiny X-CLIP and a tokenizer (conftest.synthetic_world)."""
+    return synthetic_world(num_videos=72, seed=1, vocab_size=400)
 
 
 def eval_args(world, model_path, control="none"):
@@ -61,10 +40,9 @@ def test_encoder_reads_its_config_and_matches_get_video_features(world):
     assert not encoder.model.training  # frozen stays in eval mode
 
 
-def test_missing_encoder_is_one_clear_line(tmp_path):
-    result = subprocess.run([sys.executable, "encode.py", "--videos", str(tmp_path), "--xclip_model",
-                             str(tmp_path / "no-such-xclip"), "--cache_dir", str(tmp_path / "cache")],
-                            cwd=REPO, capture_output=True, text=True)
+def test_missing_encoder_is_one_clear_line(tmp_path, run_cli):
+    result = run_cli("encode", "--videos", tmp_path, "--xclip_model", tmp_path / "no-such-xclip", "--cache_dir",
+                     tmp_path / "cache")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "--xclip_model" in result.stderr.strip().splitlines()[-1]
 
@@ -88,33 +66,33 @@ def test_cache_is_built_once_named_by_encoder_and_resumes(world, tmp_path):
     assert other_cache.root != cache.root and not other_cache.has(items[0][0])
 
 
-def test_cache_of_a_folder_lists_broken_videos(world, tmp_path):
+@pytest.mark.slow
+def test_cache_of_a_folder_lists_broken_videos(world, tmp_path, run_cli):
     folder = tmp_path / "videos"
     folder.mkdir()
     msrvtt = load_msrvtt(world["data"])
     for vid in msrvtt.splits["test"][:3]:
         (folder / f"{vid}.mp4").write_bytes(msrvtt.video_path(vid).read_bytes())
     (folder / "broken.mp4").write_text("not a video")
-    result = subprocess.run([sys.executable, "encode.py", "--videos", str(folder), "--xclip_model",
-                             str(world["xclip"]), "--cache_dir", str(tmp_path / "cache"), "--num_workers", "0"],
-                            cwd=REPO, capture_output=True, text=True)
+    result = run_cli("encode", "--videos", folder, "--xclip_model", world["xclip"], "--cache_dir", tmp_path / "cache",
+                     "--num_workers", "0")
     assert result.returncode == 0, result.stderr
     assert "3 encoded" in result.stdout and "1 failed" in result.stdout
     failures = [json.loads(line) for line in next((tmp_path / "cache").glob("*/failures.jsonl")).read_text().splitlines()]
     assert [f["video_id"] for f in failures] == ["broken"]
-    strict = subprocess.run([sys.executable, "encode.py", "--videos", str(folder), "--xclip_model",
-                             str(world["xclip"]), "--cache_dir", str(tmp_path / "cache2"), "--num_workers", "0",
-                             "--strict"], cwd=REPO, capture_output=True, text=True)
+    strict = run_cli("encode", "--videos", folder, "--xclip_model", world["xclip"], "--cache_dir", tmp_path / "cache2",
+                     "--num_workers", "0", "--strict")
     assert strict.returncode == 2 and "broken.mp4" in strict.stderr and "Traceback" not in strict.stderr
 
 
 @pytest.fixture(scope="module")
-def trained(world):
+def trained(world, train_args):
     out_dir = world["root"] / "models"
-    assert train.main(train_args(world, out_dir, epochs=12)) == 0
+    assert train.main(train_args(world, out_dir, 12)) == 0
     return out_dir
 
 
+@pytest.mark.slow
 def test_training_writes_logs_and_self_contained_checkpoints(trained, world):
     log = [json.loads(line) for line in (trained / "log.jsonl").read_text().splitlines()]
     assert [record["epoch"] for record in log] == list(range(1, 13))
@@ -127,6 +105,7 @@ def test_training_writes_logs_and_self_contained_checkpoints(trained, world):
     assert (trained / "curves.png").stat().st_size > 0  # redrawn after every epoch
 
 
+@pytest.mark.slow
 def test_trained_captioner_beats_shuffled_and_zero_latents(trained, world):
     real_result = evaluate.evaluate_checkpoint(eval_args(world, trained / "best.pt"), java=False)
     zeros_result = evaluate.evaluate_checkpoint(eval_args(world, trained / "best.pt", "zeros"), java=False)
@@ -141,14 +120,15 @@ def test_trained_captioner_beats_shuffled_and_zero_latents(trained, world):
     assert sum(per_video) / len(per_video) == pytest.approx(real["CIDEr"])  # CIDEr-D is the mean of its items
 
 
-def test_inference_captions_good_videos_and_reports_bad_ones(trained, world, tmp_path):
+@pytest.mark.slow
+def test_inference_captions_good_videos_and_reports_bad_ones(trained, world, tmp_path, run_cli):
     msrvtt = load_msrvtt(world["data"])
     good = [str(msrvtt.video_path(vid)) for vid in msrvtt.splits["test"][:2]]
     bad = tmp_path / "bad.mp4"
     bad.write_text("not a video")
-    command = [sys.executable, "inference.py", "--model_path", str(trained / "best.pt"),
-               "--xclip_model", str(world["xclip"]), "--json", "--num_captions", "2", "--video_path"]
-    result = subprocess.run(command + good + [str(bad)], cwd=REPO, capture_output=True, text=True)
+    command = ["inference", "--model_path", trained / "best.pt", "--xclip_model", world["xclip"], "--json",
+               "--num_captions", "2", "--video_path"]
+    result = run_cli(*command, *good, bad)
     assert result.returncode == 2
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["path"] for line in lines] == good
@@ -156,13 +136,14 @@ def test_inference_captions_good_videos_and_reports_bad_ones(trained, world, tmp
     assert set(lines[0]["seconds"]) == {"decode", "encode", "generate"}
     assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "bad.mp4" in result.stderr
     assert "Traceback" not in result.stderr
-    alone = subprocess.run(command[:-3] + ["--video_path", good[0]], cwd=REPO, capture_output=True, text=True)
+    alone = run_cli(*command[:-3], "--video_path", good[0])
     assert alone.returncode == 0 and len(alone.stdout.strip().splitlines()) == 1
 
 
-def test_resume_continues_to_the_same_weights(world, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_resume_continues_to_the_same_weights(world, tmp_path, monkeypatch, train_args):
     straight = tmp_path / "straight"
-    assert train.main(train_args(world, straight, epochs=2)) == 0
+    assert train.main(train_args(world, straight, 2)) == 0
     broken = tmp_path / "broken"
     real_save = train.save_checkpoint
 
@@ -172,10 +153,10 @@ def test_resume_continues_to_the_same_weights(world, tmp_path, monkeypatch):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(train, "save_checkpoint", save_then_die)
-    assert train.main(train_args(world, broken, epochs=2)) == 130  # Ctrl-C: one line, not a traceback
+    assert train.main(train_args(world, broken, 2)) == 130  # Ctrl-C: one line, not a traceback
     monkeypatch.undo()
     assert load_checkpoint(broken / "last.pt")["epoch"] == 1
-    assert train.main(train_args(world, broken, epochs=2, resume=True)) == 0
+    assert train.main(train_args(world, broken, 2, "--resume")) == 0
     a = load_checkpoint(straight / "last.pt")["decoder"]
     b = load_checkpoint(broken / "last.pt")["decoder"]
     assert all(torch.equal(a[name], b[name]) for name in a)

@@ -31,7 +31,7 @@ import inference
 import train
 from checkpoint import load_checkpoint, save_checkpoint
 from synthetic import make_synthetic_msrvtt, make_tiny_xclip
-from test_video_sampling import write_audio_only, write_noisy_video, write_video
+from inputs import write_audio_only, write_noisy_video, write_video
 from tools import soak
 from tools.measure import reset_peak_rss
 
@@ -51,12 +51,7 @@ PROGRESS_BAR = re.compile(r"^[\w ]+: +\d+%\|")
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def stderr_lines(text):
@@ -286,6 +281,7 @@ def run_and_kill(command, log_path, should_kill, timeout=120, env=None):
             process.wait()
 
 
+@pytest.mark.slow
 def test_killed_cache_build_resumes_without_redoing_work(world, tmp_path):
     videos = world["videos"][:KILL_VIDEOS]
     cache_dir = tmp_path / "cache"
@@ -353,6 +349,7 @@ def log_epochs(out_dir):
     return [json.loads(line)["epoch"] for line in log.read_text().splitlines()] if log.is_file() else []
 
 
+@pytest.mark.slow
 def test_training_killed_mid_epoch_resumes_to_the_same_weights(training_world, tmp_path, no_java):
     epochs = 4
     flags = training_world["flags"] + ["--epochs", str(epochs)]

@@ -3,75 +3,16 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 import inference
-from checkpoint import save_checkpoint
-from create_tokenizer import train_tokenizer
 from dataset import read_video_windows
-from encode import load_encoder, open_cache
-from model import caption_features
-from model import CaptionDecoder, DecoderConfig
-from synthetic import make_tiny_xclip, write_clip
 
-FPS = 8
-RED, BLUE = (220, 30, 30), (40, 70, 235)
-
-
-def coloured_frames(colour, seconds, width=48, height=32):
-    """A still picture of one coloured square on grey, (seconds * FPS, H, W, 3) uint8."""
-    frames = np.full((int(seconds * FPS), height, width, 3), 40, dtype=np.uint8)
-    frames[:, 8:24, 16:32] = colour
-    return frames
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A 6 s clip, red for 4 s then blue for 2 s; a tiny X-CLIP; a decoder taught to say which colour it sees."""
-    root = tmp_path_factory.mktemp("segments")
-    long_clip = root / "long.mp4"
-    write_clip(long_clip, np.concatenate([coloured_frames(RED, 4), coloured_frames(BLUE, 2)]), FPS)
-    write_clip(root / "red.mp4", coloured_frames(RED, 2), FPS)
-    write_clip(root / "blue.mp4", coloured_frames(BLUE, 2), FPS)
-    xclip = make_tiny_xclip(root / "xclip", seed=0)
-    captions = ["a red square", "a blue square"]
-    tokenizer_path = train_tokenizer(captions * 20 + ["a square moves"], root / "tokenizer", vocab_size=300)
-    import sentencepiece as spm
-
-    tokenizer = spm.SentencePieceProcessor(model_file=str(tokenizer_path))
-    encoder, _ = load_encoder(str(xclip))
-    cache, preprocess = open_cache(encoder, root / "cache")
-    windows = {colour: next(read_video_windows(root / f"{colour}.mp4", 2.0, 16, preprocess))["frames"]
-               for colour in ("red", "blue")}
-    latents = encoder.encode(torch.from_numpy(np.stack([windows["red"], windows["blue"]])))  # (2, 512)
-    decoder = overfit_decoder(latents, [tokenizer.encode(caption) for caption in captions], tokenizer)
-    assert caption_features(decoder, tokenizer, latents, beam_size=2, max_len=8) == captions
-    model_path = root / "model.pt"
-    save_checkpoint(model_path, {"decoder_config": decoder.config.to_dict(), "decoder": decoder.state_dict(),
-                                 "tokenizer": tokenizer_path.read_bytes(), "encoder": dict(cache.meta)})
-    return {"root": root, "long_clip": long_clip, "xclip": xclip, "model_path": model_path, "preprocess": preprocess}
-
-
-def overfit_decoder(latents, caption_ids, tokenizer, steps=150):
-    """A small pooled decoder trained until it reads each caption back from its latent."""
-    torch.manual_seed(0)
-    config = DecoderConfig(vocab_size=tokenizer.get_piece_size(), latent_dim=latents.shape[1], embed_dim=32,
-                           hidden_dim=64, num_layers=1, dropout=0.0, label_smoothing=0.0, pad_id=tokenizer.pad_id(),
-                           bos_id=tokenizer.bos_id(), eos_id=tokenizer.eos_id())
-    decoder = CaptionDecoder(config)
-    decoder.set_latent_stats(latents.mean(0), latents.std(0) + 1e-3)
-    length = max(len(ids) for ids in caption_ids) + 2
-    rows = torch.full((len(caption_ids), length), config.pad_id, dtype=torch.long)
-    for row, ids in zip(rows, caption_ids):
-        sequence = [config.bos_id] + ids + [config.eos_id]
-        row[: len(sequence)] = torch.tensor(sequence)
-    optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-2)
-    for _ in range(steps):
-        _, loss = decoder(latents, rows[:, :-1], rows[:, 1:])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return decoder.eval()
+def world(colour_world):
+    """conftest.colour_world: a 6 s red-then-blue clip, a tiny X-CLIP, a captioner that names the colour."""
+    return colour_world
 
 
 def test_windows_cover_the_video_and_show_what_happens_in_them(world):

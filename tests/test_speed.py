@@ -17,7 +17,8 @@ from checkpoint import decoder_from_checkpoint, encoder_from_checkpoint, load_ch
 from dataset import read_video, read_views
 from model import XClipEncoder
 from synthetic import make_tiny_xclip
-from tools import bench, soak
+from inputs import write_b_frame_clip
+from tools import soak  # its prepare(): the set soak.py runs on, at a small size
 
 
 @pytest.fixture(scope="module")
@@ -156,8 +157,19 @@ def test_old_caches_and_checkpoints_are_recognised(world, tmp_path):
 
 # ---- training -------------------------------------------------------------------------------------------------------
 
+def caption_rows(num_captions: int, vocab_size: int, seed: int = 0):
+    """(N, 31) int64 token rows as train.encode_captions makes them (BOS 2, tokens, EOS 3, padding 0), of lengths
+    spread like MSR-VTT's (about 11 +- 4 pieces)."""
+    rng = np.random.default_rng(seed)
+    lengths = np.clip(np.round(rng.gamma(7.0, 11.0 / 7.0, num_captions)), 3, 29).astype(int)
+    rows = np.zeros((num_captions, 31), dtype=np.int64)
+    for row, length in zip(rows, lengths):
+        row[0], row[1:length + 1], row[length + 1] = 2, rng.integers(4, vocab_size, length), 3
+    return rows
+
+
 def test_bucketed_batches_cover_every_caption_once_with_little_padding():
-    rows = bench.synthetic_caption_rows(1000, vocab_size=300, seed=0)
+    rows = caption_rows(1000, vocab_size=300, seed=0)
     lengths = torch.from_numpy((rows != 0).sum(1))
     plain = train.epoch_batches(lengths, 16, generator=torch.Generator().manual_seed(3))
     bucketed = train.epoch_batches(lengths, 16, generator=torch.Generator().manual_seed(3), buckets=True)
@@ -176,7 +188,7 @@ def test_bucketed_batches_cover_every_caption_once_with_little_padding():
 def test_bf16_is_on_where_the_cpu_has_it_and_trains_like_fp32():
     assert train.use_bf16("auto", torch.device("cpu")) == train.cpu_has_native_bf16()
     assert train.use_bf16("on", torch.device("cpu")) and not train.use_bf16("off", torch.device("cuda"))
-    rows = bench.synthetic_caption_rows(96, vocab_size=200, seed=1)
+    rows = caption_rows(96, vocab_size=200, seed=1)
     latents = torch.randn(12, 512, generator=torch.Generator().manual_seed(0))
     video_index = np.arange(96) % 12
     losses = {}
@@ -194,24 +206,21 @@ def test_bf16_is_on_where_the_cpu_has_it_and_trains_like_fp32():
 
 # ---- reading clips --------------------------------------------------------------------------------------------------
 
-def test_read_video_gives_the_same_frames_whatever_the_decoder_threading(tmp_path, realdata):
-    clips = [bench.write_bench_clip(tmp_path / "clip.mp4", 854, 480, seconds=1.0, seed=5)]
+def test_read_video_gives_the_same_frames_whatever_the_decoder_threading(tmp_path, realdata, monkeypatch):
+    import dataset
+    clips = [write_b_frame_clip(tmp_path / "clip.mp4", 854, 480, seed=5)]
     clips += sorted((realdata / "msvd" / "clips").glob("*.avi"))[:2] + [realdata / "videos" / "moviepy_chaplin.mp4"]
     for clip in clips:
         expected, _ = read_video(clip)
-        for threading in bench.THREADINGS:
-            with bench.decoding_with(threading):
-                frames, _ = read_video(clip)
+        for threading in (("NONE", 1), ("SLICE", 0), ("FRAME", 2)):
+            monkeypatch.setattr(dataset, "decoder_threading", lambda width, height, decoders=1: threading)
+            frames, _ = read_video(clip)
             assert np.array_equal(frames, expected), (clip, threading)
 
 
 def test_decoder_threading_rule():
-    from dataset import decoder_threading, share_cores
+    from dataset import decoder_threading
     cores = __import__("os").cpu_count()
     assert decoder_threading(320, 240) == ("SLICE", 0)
     assert decoder_threading(854, 480) == (("FRAME", min(cores, 4)) if cores >= 2 else ("SLICE", 0))
-    share_cores(cores)  # as many decoders as cores: each has one
-    try:
-        assert decoder_threading(1280, 720) == ("SLICE", 0)
-    finally:
-        share_cores(1)
+    assert decoder_threading(1280, 720, decoders=cores) == ("SLICE", 0)  # as many decoders as cores: each has one

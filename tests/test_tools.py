@@ -1,4 +1,4 @@
-"""The measurement scripts in tools/: compare.py's view statistics, the memory readings bench.py and soak.py share,
+"""The measurement scripts in tools/: compare.py's view statistics, the memory readings tools/bench and soak.py share,
 and that each script runs from the repo root."""
 import json
 import subprocess
@@ -48,17 +48,17 @@ def test_compare_looks_for_real_clips_beside_the_repo():
 
 
 
-def test_captions_file_writes_into_a_new_folder_and_names_videos_relative_to_it(tmp_path):
+def test_captions_file_writes_into_a_new_folder_and_names_videos_relative_to_it(tmp_path, run_cli):
     from synthetic import make_synthetic_msrvtt
     make_synthetic_msrvtt(tmp_path / "data", num_videos=6, seed=0, progress=False)
     out = tmp_path / "runs" / "new" / "captions.jsonl"  # neither folder exists yet
-    command = [sys.executable, "tools/captions_file.py", "--data_dir", str(tmp_path / "data"), "--out"]
-    completed = subprocess.run([*command, str(out)], cwd=REPO, capture_output=True, text=True)
+    command = ["tools/captions_file.py", "--data_dir", tmp_path / "data", "--out"]
+    completed = run_cli(*command, out)
     assert completed.returncode == 0, completed.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert rows and all((out.parent / row["video"]).is_file() for row in rows)
     assert {row["split"] for row in rows} <= {"train", "val", "test"}
     # An --out that cannot be written (here a folder): one line, exit 2, no traceback.
-    completed = subprocess.run([*command, str(tmp_path / "runs")], cwd=REPO, capture_output=True, text=True)
+    completed = run_cli(*command, tmp_path / "runs")
     lines = completed.stderr.strip().splitlines()
     assert completed.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), completed.stderr

@@ -12,60 +12,9 @@ import pytest
 
 from dataset import Preprocess, VideoError, frame_orientation, orient_upright, read_video, swscale_interpolation
 from encode import load_preprocess
+from inputs import LEVEL_BASE, LEVEL_STEP, frame_level, write_audio_only, write_noisy_video, write_video
 
 REPO = Path(__file__).resolve().parent.parent
-LEVEL_STEP, LEVEL_BASE = 6, 10  # frame i is flat gray LEVEL_BASE + i * LEVEL_STEP (i < 40), so its number can be read back
-
-
-def frame_level(number: int) -> int:
-    return (LEVEL_BASE + number * LEVEL_STEP) % 250
-
-
-def write_video(path, num_frames, size=(64, 48), codec="libx264", pix_fmt="yuv420p", rate=25, pts_ms=None,
-                rotation=None, hflip=False, image=None, container_format=None, options=None, with_audio=False):
-    """A small clip: frame i flat gray frame_level(i) (or `image`), optional display rotation, timestamps, audio."""
-    width, height = size
-    with av.open(str(path), "w", format=container_format, options=options or {}) as container:
-        video = container.add_stream(codec, rate=rate)
-        video.width, video.height, video.pix_fmt = width, height, pix_fmt
-        if pts_ms is not None:
-            video.codec_context.time_base = Fraction(1, 1000)
-            video.time_base = Fraction(1, 1000)
-        if rotation is not None or hflip:
-            video.set_display_rotation(rotation or 0, hflip=hflip)
-        audio = container.add_stream("aac", rate=8000) if with_audio else None
-        for number in range(num_frames):
-            pixels = image if image is not None else np.full((height, width, 3), frame_level(number), np.uint8)
-            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
-            if pts_ms is not None:
-                frame.pts, frame.time_base = pts_ms[number], Fraction(1, 1000)
-            for packet in video.encode(frame):
-                container.mux(packet)
-            if audio is not None:
-                samples = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-                samples.sample_rate, samples.pts = 8000, number * 1024
-                for packet in audio.encode(samples):
-                    container.mux(packet)
-        for stream in (video, audio):
-            if stream is not None:
-                for packet in stream.encode():
-                    container.mux(packet)
-    return Path(path)
-
-
-def write_audio_only(path, codec):
-    sample_format = {"aac": "fltp", "mp2": "s16", "pcm_s16le": "s16"}[codec]
-    dtype = np.float32 if sample_format == "fltp" else np.int16
-    with av.open(str(path), "w") as container:
-        audio = container.add_stream(codec, rate=44100)
-        for number in range(10):
-            samples = av.AudioFrame.from_ndarray(np.zeros((1, 1152), dtype), format=sample_format, layout="mono")
-            samples.sample_rate, samples.pts = 44100, number * 1152
-            for packet in audio.encode(samples):
-                container.mux(packet)
-        for packet in audio.encode():
-            container.mux(packet)
-    return Path(path)
 
 
 def pixel_levels(frames, preprocess=Preprocess()):
@@ -272,22 +221,6 @@ def test_truncated_mp4_without_its_index_is_an_error(tmp_path):
     assert_one_line_error(caught, path)
 
 
-def write_noisy_video(path, num_frames, options=None):
-    """Frames of gray frame_level(i) plus +-15 noise, a keyframe every 5: bytes spread evenly over the file."""
-    rng = np.random.default_rng(0)
-    with av.open(str(path), "w", options=options or {}) as container:
-        video = container.add_stream("libx264", rate=25, options={"g": "5", "keyint_min": "5"})
-        video.width, video.height = 64, 48
-        for number in range(num_frames):
-            noise = rng.integers(-15, 16, (48, 64, 3))
-            pixels = np.clip(frame_level(number) + noise, 0, 255).astype(np.uint8)
-            for packet in video.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
-                container.mux(packet)
-        for packet in video.encode():
-            container.mux(packet)
-    return Path(path)
-
-
 @pytest.mark.parametrize("name,options", [("half.mkv", None), ("half.mp4", {"movflags": "faststart"})])
 def test_truncated_file_gives_the_frames_before_the_cut(tmp_path, name, options):
     data = write_noisy_video(tmp_path / ("full" + Path(name).suffix), 30, options).read_bytes()
@@ -406,15 +339,10 @@ def test_other_sizes_and_mean_std_are_used(tmp_path):
 
 # ---- command line ---------------------------------------------------------------------------------------------------
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, str(REPO / "dataset.py"), *args], capture_output=True, text=True,
-                          timeout=60)
-
-
-def test_cli_samples_saves_and_reports_json(tmp_path):
+def test_cli_samples_saves_and_reports_json(tmp_path, run_cli):
     path = write_video(tmp_path / "clip.mp4", 12)
     saved = tmp_path / "frames.npy"
-    result = run_cli("--video_path", str(path), "--num_frames", "4", "--image_size", "64", "--json",
+    result = run_cli("dataset", "--video_path", str(path), "--num_frames", "4", "--image_size", "64", "--json",
                      "--save", str(saved))
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
@@ -423,14 +351,14 @@ def test_cli_samples_saves_and_reports_json(tmp_path):
     frames, _ = read_video(path, num_frames=4, preprocess=Preprocess(image_size=64, shortest_edge=64))
     assert np.array_equal(np.load(saved), frames)
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
-    table = run_cli("--video_path", str(path), "--num_frames", "4")
+    table = run_cli("dataset", "--video_path", str(path), "--num_frames", "4")
     assert table.returncode == 0 and "frame indices" in table.stdout
 
 
-def test_cli_bad_file_is_one_line_and_exit_2(tmp_path):
+def test_cli_bad_file_is_one_line_and_exit_2(tmp_path, run_cli):
     path = tmp_path / "broken.mp4"
     path.write_text("not a video")
-    result = run_cli("--video_path", str(path))
+    result = run_cli("dataset", "--video_path", str(path))
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and str(path) in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""

@@ -11,23 +11,18 @@ import inference
 import train
 from checkpoint import decoder_from_checkpoint, load_checkpoint
 from annotations import load_msrvtt
-from create_tokenizer import train_captions, train_tokenizer
 from dataset import read_video, read_views, view_seed
 from model import CaptionDecoder, DecoderConfig, beam_search, greedy, sample
-from synthetic import caption_events, make_synthetic_msrvtt, make_tiny_xclip, order_accuracy
+from synthetic import caption_events, order_accuracy
 from tools.compare import view_spread, view_variance_share
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A 24-clip synthetic MSR-VTT of the "order" task, a tiny X-CLIP and a tokenizer."""
-    root = tmp_path_factory.mktemp("views")
-    make_synthetic_msrvtt(root / "data", num_videos=24, seed=2, task="order", progress=False)
-    xclip = make_tiny_xclip(root / "xclip", seed=0)
-    tokenizer = train_tokenizer(train_captions(load_msrvtt(root / "data")), root / "tokenizer", vocab_size=300)
-    encoder, _ = encode.load_encoder(str(xclip))
-    return {"root": root, "data": root / "data", "xclip": xclip, "tokenizer": tokenizer, "encoder": encoder,
-            "msrvtt": load_msrvtt(root / "data")}
+def world(synthetic_world):
+    """A 24-clip synthetic MSR-VTT of the "order" task, a tiny X-CLIP and a tokenizer (conftest.synthetic_world)."""
+    world = synthetic_world(num_videos=24, seed=2, vocab_size=300, task="order")
+    encoder, _ = encode.load_encoder(str(world["xclip"]))
+    return {**world, "encoder": encoder, "msrvtt": load_msrvtt(world["data"])}
 
 
 # ---- encoder: per-frame features -----------------------------------------------------------------------------------
@@ -118,6 +113,7 @@ def overfit(decoder, inputs, rows, steps=200):
     return decoder.eval(), loss.item()
 
 
+@pytest.mark.slow
 def test_attention_tells_apart_clips_whose_mean_is_the_same():
     """Two clips: the same frames, in opposite order, with captions "A then B" and "B then A". Their pooled
     latents are equal, so the pooled decoder cannot tell them apart; the attention decoder learns both."""
@@ -166,23 +162,23 @@ def test_order_scorer_reads_which_event_came_first():
     assert order_accuracy({"d": "x"}, attributes) == {}
 
 
-def train_args(world, out_dir, epochs, *extra):
-    return train.parse_args([
-        "--data_dir", str(world["data"]), "--tokenizer_path", str(world["tokenizer"]),
-        "--xclip_model", str(world["xclip"]), "--cache_dir", str(world["root"] / "cache"),
-        "--out_dir", str(out_dir), "--epochs", str(epochs), "--batch_size", "32", "--embed_dim", "32",
-        "--hidden_dim", "64", "--num_layers", "1", "--dropout", "0.1", "--warmup_steps", "5",
-        "--attention_dim", "32", "--num_workers", "0", "--beam_size", "2", "--max_len", "16", "--patience", "0",
-        *extra])
+@pytest.fixture(scope="module")
+def small_train_args(train_args):
+    """conftest.train_args with a smaller decoder, attention and captions for the order task."""
+    def make(world, out_dir, epochs, *extra):
+        return train_args(world, out_dir, epochs, "--embed_dim", "32", "--hidden_dim", "64", "--warmup_steps", "5",
+                          "--learning_rate", "1e-3", "--attention_dim", "32", "--max_len", "16", *extra)
+    return make
 
 
 @pytest.fixture(scope="module")
-def attention_run(world):
+def attention_run(world, small_train_args):
     out_dir = world["root"] / "attention"
-    assert train.main(train_args(world, out_dir, 2, "--views", "2", "--decoder", "attention")) == 0
+    assert train.main(small_train_args(world, out_dir, 2, "--views", "2", "--decoder", "attention")) == 0
     return out_dir
 
 
+@pytest.mark.slow
 def test_training_with_views_and_attention_stores_its_decoder(attention_run, world):
     checkpoint = load_checkpoint(attention_run / "last.pt")
     config = checkpoint["decoder_config"]
@@ -196,6 +192,7 @@ def test_training_with_views_and_attention_stores_its_decoder(attention_run, wor
     assert np.load(next(frames_cache.glob("*.npy"))).shape == (2, 16, 512)
 
 
+@pytest.mark.slow
 def test_evaluate_and_inference_average_views_for_the_attention_decoder(attention_run, world, capsys):
     args = evaluate.parse_args(["--model_path", str(attention_run / "last.pt"), "--data_dir", str(world["data"]),
                                 "--split", "test", "--xclip_model", str(world["xclip"]), "--cache_dir",
@@ -218,9 +215,10 @@ def test_evaluate_and_inference_average_views_for_the_attention_decoder(attentio
     assert torch.allclose(inputs, torch.from_numpy(cache.read_frame_features([vid])[0]), atol=1e-5)
 
 
-def test_resume_with_views_equals_an_unbroken_run(world, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_resume_with_views_equals_an_unbroken_run(world, tmp_path, monkeypatch, small_train_args):
     straight = tmp_path / "straight"
-    assert train.main(train_args(world, straight, 2, "--views", "2")) == 0
+    assert train.main(small_train_args(world, straight, 2, "--views", "2")) == 0
     real_save = train.save_checkpoint
 
     def save_then_die(path, payload):
@@ -230,18 +228,18 @@ def test_resume_with_views_equals_an_unbroken_run(world, tmp_path, monkeypatch):
 
     broken = tmp_path / "broken"
     monkeypatch.setattr(train, "save_checkpoint", save_then_die)
-    assert train.main(train_args(world, broken, 2, "--views", "2")) == 130
+    assert train.main(small_train_args(world, broken, 2, "--views", "2")) == 130
     monkeypatch.undo()
-    assert train.main(train_args(world, broken, 2, "--views", "2", "--resume")) == 0
+    assert train.main(small_train_args(world, broken, 2, "--views", "2", "--resume")) == 0
     a, b = load_checkpoint(straight / "last.pt")["decoder"], load_checkpoint(broken / "last.pt")["decoder"]
     assert all(torch.equal(a[name], b[name]) for name in a)
     # Resuming with another decoder is refused in one line, not a traceback.
-    assert train.main(train_args(world, broken, 3, "--views", "2", "--decoder", "attention", "--resume")) == 2
+    assert train.main(small_train_args(world, broken, 3, "--views", "2", "--decoder", "attention", "--resume")) == 2
 
 
 @pytest.mark.parametrize("extra, words", [(["--views", "2", "--features", "feats"], "--views"),
                                           (["--decoder", "attention", "--latent_every_step"], "latent_every_step")])
-def test_bad_flag_combinations_are_one_line(world, tmp_path, capsys, extra, words):
-    assert train.main(train_args(world, tmp_path, 1, *extra)) == 2
+def test_bad_flag_combinations_are_one_line(world, tmp_path, capsys, extra, words, small_train_args):
+    assert train.main(small_train_args(world, tmp_path, 1, *extra)) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], lines

@@ -1,1 +1,1 @@
-"""Measurement scripts, run from the repo root (python tools/bench.py); tests import them (from tools import bench)."""
+"""Measurement scripts, run from the repo root (python -m tools.bench, python tools/soak.py); tests import them."""

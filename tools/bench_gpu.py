@@ -24,7 +24,6 @@ beside the process's peak resident memory. Writes --out_dir/results.json after e
 """
 import argparse
 import contextlib
-import functools
 import importlib.util
 import io
 import json

@@ -20,7 +20,7 @@ if str(REPO) not in sys.path:  # run as `python tools/captions_file.py`, only to
     sys.path.insert(0, str(REPO))
 
 from annotations import SPLIT_NAMES, add_data_arguments, load_dataset  # noqa: E402
-from common import UserError, check_outputs, fail, write_text  # noqa: E402
+from common import UserError, check_outputs, fail, use_warning_lines, write_text
 from encode import feature_file  # noqa: E402
 
 
@@ -50,6 +50,7 @@ def parse_args(argv=None):
 
 
 def main(args) -> int:
+    use_warning_lines()
     try:
         dataset = load_dataset(args, check_videos=False)
         check_outputs([("--out", args.out)], [("the annotations", source) for source in dataset.sources]

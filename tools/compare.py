@@ -27,11 +27,10 @@ import numpy as np
 import evaluate
 import train
 from annotations import load_msrvtt
-from common import UserError, expand_video_paths, fail, write_json, write_text
+from common import UserError, expand_video_paths, fail, use_warning_lines, write_json, write_text
 from create_tokenizer import train_captions, train_tokenizer
 from encode import encode_videos, load_encoder, open_cache, split_latents
-from synthetic import make_synthetic_msrvtt, make_tiny_xclip
-from tools.bench import full_size_xclip_config, save_random_xclip
+from synthetic import full_size_xclip_config, make_synthetic_msrvtt, make_tiny_xclip, save_random_xclip
 
 
 def build_world(root, task, num_videos, clip_frames=32, fps=8, xclip_seed=0, vocab_size=400):
@@ -179,7 +178,7 @@ def compare_order(args):
 
 def make_full_size_random_xclip(out_dir):
     """A randomly initialised X-CLIP with the base-patch32 sizes (ViT-B/32 vision tower, 224 px, 512-d, 16 frames),
-    bench.py's; kept when already there."""
+    as tools.bench makes it; kept when already there."""
     out_dir = Path(out_dir)
     if not (out_dir / "config.json").is_file():
         save_random_xclip(out_dir, full_size_xclip_config(), seed=0)
@@ -293,6 +292,7 @@ def check_args(args):
 
 
 def main(args) -> int:
+    use_warning_lines()
     problem = check_args(args)
     if problem:
         return fail(problem)

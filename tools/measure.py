@@ -2,7 +2,7 @@
 
     from tools.measure import peak_rss_mib, reset_peak_rss, timed
 
-Standard library only: bench.py's driver and the fresh processes whose memory it reads import this module,
+Standard library only: tools.bench's driver and the fresh processes whose memory it reads import this module,
 and what they import counts in what they measure. The readings come from /proc (Linux); peak_rss_mib falls
 back to getrusage elsewhere.
 """

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 import demo
-from common import UserError, atomic_write, fail
+from common import UserError, atomic_write, fail, use_warning_lines
 from synthetic import write_clip
 
 
@@ -84,6 +84,7 @@ def screenshot(url, video, args) -> None:
 
 
 def main(args) -> int:
+    use_warning_lines()
     with tempfile.TemporaryDirectory() as work:
         try:
             video = join_clips(args.videos, Path(work) / "joined.mp4")

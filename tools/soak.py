@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import io
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -26,16 +25,15 @@ import av
 import numpy as np
 import sentencepiece as spm
 import torch
-from tqdm import tqdm
 
 import inference
 from annotations import load_msrvtt
 from checkpoint import load_captioner, make_checkpoint, save_checkpoint
-from common import UserError, fail
+from common import UserError, fail, progress_bar, use_warning_lines
 from create_tokenizer import train_captions, train_tokenizer
 from encode import encode_videos, load_encoder, open_cache
 from model import CaptionDecoder, DecoderConfig
-from synthetic import make_synthetic_msrvtt, make_tiny_xclip
+from synthetic import encode_frame, make_synthetic_msrvtt, make_tiny_xclip, video_stream
 from tools.measure import children_rss_mib, peak_rss_mib, reset_peak_rss, rss_mib, timed
 
 WARMUP_FRACTION = 0.1  # readings before this fraction of the clips warm caches and allocators up
@@ -135,21 +133,11 @@ def write_long_video(path, minutes, size=(320, 240), fps=30, seed=0):
     num_frames = int(minutes * 60 * fps)
     rows, columns = np.mgrid[0:height, 0:width]
     grain = np.random.default_rng(seed).integers(-12, 13, (7, height, width, 1))  # 7 grain patterns, cycled
-    temporary = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    try:
-        with av.open(str(temporary), "w") as container:
-            stream = container.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            for number in tqdm(range(num_frames), desc="long clip", unit="frame", leave=False):
-                gradient = ((rows + columns + 2 * number) % 200 + 28)[:, :, None] * np.array([1.0, 0.8, 0.6])
-                pixels = np.clip(gradient + grain[number % 7], 0, 255).astype(np.uint8)  # (H, W, 3)
-                for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
-                    container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with video_stream(path, fps, width, height, options={"preset": "ultrafast"}) as stream:
+        for number in progress_bar(range(num_frames), desc="long clip", unit="frame", leave=False):
+            gradient = ((rows + columns + 2 * number) % 200 + 28)[:, :, None] * np.array([1.0, 0.8, 0.6])
+            pixels = np.clip(gradient + grain[number % 7], 0, 255).astype(np.uint8)  # (H, W, 3)
+            encode_frame(stream, av.VideoFrame.from_ndarray(pixels, format="rgb24"))
     return path
 
 
@@ -223,6 +211,7 @@ def long_video_report(args, world) -> dict:
 
 
 def main(args) -> int:
+    use_warning_lines()
     if args.num_videos < 3 or not 1 <= args.inference_videos <= args.num_videos:
         return fail(UserError(f"--num_videos {args.num_videos}, --inference_videos {args.inference_videos}: need "
                               "--num_videos >= 3 and 1 <= --inference_videos <= --num_videos"))
