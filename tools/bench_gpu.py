@@ -440,22 +440,23 @@ def write_captions_file(bench) -> Path:
     return path
 
 
-def bench_torchrun(bench, gpus: int) -> None:
-    """torchrun encode.py and train.py with one process per GPU, beside one process."""
+def bench_torchrun(bench, processes_per_run: int) -> None:
+    """torchrun encode.py and train.py with processes_per_run processes (one per GPU), beside one process."""
     import shutil
 
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    workers = str(max(1, bench.workers // gpus))
+    workers = str(max(1, bench.workers // processes_per_run))
+    device = bench.device.type
     annotations = write_captions_file(bench)
-    for processes in (1, gpus):
+    for processes in (1, processes_per_run):
         cache_dir = bench.out_dir / f"cache-torchrun-{processes}"
         shutil.rmtree(cache_dir, ignore_errors=True)
         encode = ["encode.py", "--video_path", str(bench.clip_dir), "--xclip_model", str(bench.xclip), "--cache_dir",
-                  str(cache_dir), "--num_workers", workers, "--batch_size", str(bench.batch_size), "--device", "cuda"]
+                  str(cache_dir), "--num_workers", workers, "--batch_size", str(bench.batch_size), "--device", device]
         train = ["train.py", "--annotations", str(annotations), "--tokenizer_path", str(bench.tokenizer),
                  "--xclip_model", str(bench.xclip), "--cache_dir", str(cache_dir), "--out_dir",
                  str(bench.out_dir / f"run-torchrun-{processes}"), "--overwrite", "--epochs", "2", "--num_workers",
-                 workers, "--beam_size", "1", "--val_videos", "8", "--device", "cuda"]
+                 workers, "--beam_size", "1", "--val_videos", "8", "--device", device]
         for name, command in (("encode.py", encode), ("train.py", train)):
             prefix = launcher + [f"--nproc_per_node={processes}"] if processes > 1 else [sys.executable]
             started = time.perf_counter()
@@ -605,6 +606,9 @@ def parse_args(argv=None):
     parser.add_argument("--encoder_repeats", type=int, default=None,
                         help="batches timed for the encoder alone (default 20; quick 2)")
     parser.add_argument("--vocab_size", type=int, default=None, help="tokenizer pieces (default 8000; quick 500)")
+    parser.add_argument("--torchrun_processes", type=int, default=0,
+                        help="processes of the torchrun stage (0 = one per GPU, skipped with fewer than 2; on a CPU, "
+                             "2 tries the stage with gloo)")
     args = parser.parse_args(argv)
     defaults = {"clips": (256, 8), "clip_seconds": (10.0, 3.0), "fps": (30, 10), "encoder": ("full", "tiny"),
                 "batch_size": (32, 4), "train_batches": (300, 6), "checkpoint_batches": (200, 5),
@@ -644,8 +648,9 @@ def main(args) -> int:
     for dtype_name in ("fp32", "bf16"):
         bench.stage(f"captioning {dtype_name}", bench_inference, bench, dtype_name)
     gpus = torch.cuda.device_count() if device.type == "cuda" else 0
-    if gpus >= 2:
-        bench.stage("torchrun", bench_torchrun, bench, gpus)
+    processes = args.torchrun_processes or gpus
+    if processes >= 2:
+        bench.stage("torchrun", bench_torchrun, bench, processes)
     else:
         bench.add("torchrun", "encode.py and train.py, one process per GPU", None, "",
                   f"skipped: {gpus} GPU{'s' if gpus != 1 else ''} here, torchrun needs 2 or more")
