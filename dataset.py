@@ -529,8 +529,7 @@ def read_video(path, num_frames: int = 16, preprocess: Preprocess | None = None,
     Frames: the middle frame of each of num_frames equal segments (with jitter, a random frame of each segment,
     drawn from seed); segments of equal duration when the frame rate varies. Returns (frames (F, 3, S, S)
     float32, info) (with levels, the uint8 levels before normalise_levels); raises VideoError (one line) on a
-    bad file. The pixel aspect ratio is ignored, as in X-CLIP's
-    training pipeline (decord)."""
+    bad file. The pixel aspect ratio is ignored, as in X-CLIP's training pipeline (decord)."""
     if num_frames < 1:
         raise ValueError(f"num_frames must be at least 1, got {num_frames}")
     path = Path(path)
@@ -658,7 +657,8 @@ def view_seed(video_id: str, view: int, base_seed: int = VIEW_SEED) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
-def read_views(path, video_id: str, views: int, num_frames: int, preprocess: Preprocess, levels: bool = False) -> tuple:
+def read_views(path, video_id: str, views: int, num_frames: int, preprocess: Preprocess,
+               levels: bool = False) -> tuple:
     """Frames of `views` samplings of one video, (K, F, 3, S, S) float32 (uint8 with levels), and the first one's
     info.
 
