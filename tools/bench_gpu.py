@@ -350,6 +350,16 @@ def lstm_dtype_under_autocast(decoder, latents, rows, device) -> str:
     return str(seen[0]).removeprefix("torch.") if seen else "not run"
 
 
+def bare_lstm_dtype_under_autocast(decoder, device) -> str:
+    """The dtype nn.LSTM itself gives under bf16 autocast on this device (what the decoder would get if it did not
+    run its LSTM outside autocast)."""
+    lstm = decoder.lstm
+    inputs = torch.randn(2, 3, lstm.input_size, device=device)
+    with torch.autocast(device.type, dtype=torch.bfloat16), torch.no_grad():
+        output, _ = lstm(inputs)
+    return str(output.dtype).removeprefix("torch.")
+
+
 def bench_training(bench) -> None:
     """train.run_epoch (train.py's loop: length buckets, fused AdamW, the loss's .item() per batch) in fp32 and
     under bf16 autocast: captions/s over --train_batches batches of 128, after a warm-up epoch."""
@@ -372,8 +382,10 @@ def bench_training(bench) -> None:
         decoder.set_latent_stats(latents.mean(0), latents.std(0))
         if bf16:
             lstm_dtype = lstm_dtype_under_autocast(decoder, latents, rows, bench.device)
-            print(f"LSTM output dtype under bf16 autocast on {bench.device.type}: {lstm_dtype}", flush=True)
-            bench.results["lstm_dtype_under_autocast"] = lstm_dtype
+            bare_dtype = bare_lstm_dtype_under_autocast(decoder, bench.device)
+            print(f"LSTM output dtype under bf16 autocast on {bench.device.type}: {lstm_dtype} in the decoder, "
+                  f"{bare_dtype} for nn.LSTM called directly", flush=True)
+            bench.results["lstm_dtype_under_autocast"] = {"decoder": lstm_dtype, "bare nn.LSTM": bare_dtype}
         optimizer, scheduler = make_optimizer(training_options(batch_size, batches), decoder, len(rows))
         warm = slice(0, min(10, max(1, batches // 3)) * batch_size)
         run_epoch(decoder, latents, video_index[warm], rows[warm], batch_size, bench.device, optimizer, scheduler,
@@ -385,10 +397,10 @@ def bench_training(bench) -> None:
         rates[name] = len(rows) / seconds
         reference = (f"fp32 {rates['fp32']:.3g} captions/s: {rates[name] / rates['fp32']:.2f}x" if bf16
                      else f"{batches} batches of {batch_size}, loss {loss:.2f}")
-        extra = {"lstm_output_dtype": lstm_dtype} if bf16 else {}
+        extra = {"lstm_output_dtype": lstm_dtype, "bare_lstm_output_dtype": bare_dtype} if bf16 else {}
+        lstm_text = f"; LSTM output {lstm_dtype} (nn.LSTM alone under autocast: {bare_dtype})" if bf16 else ""
         bench.add("training", f"run_epoch {name}, decoder 2x512 LSTM, vocab {config.vocab_size}", rates[name],
-                  "captions/s", reference + (f"; LSTM output {lstm_dtype}" if bf16 else ""), **extra,
-                  **peaks(bench.device))
+                  "captions/s", reference + lstm_text, **extra, **peaks(bench.device))
 
 
 def bench_inference(bench, dtype_name: str) -> None:
