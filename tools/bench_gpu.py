@@ -597,10 +597,10 @@ def format_table(rows) -> str:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--out_dir", default="bench_gpu", help="material, results.json and table.md go here")
-    parser.add_argument("--device", default="auto", help="auto, cuda, cuda:N or cpu (cpu: a smoke run)")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out_dir", default="bench_gpu",
+                        help="material, results.json and table.md go here (default bench_gpu)")
+    parser.add_argument("--device", default="auto", help="auto (default), cuda, cuda:N or cpu (cpu: a smoke run)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run in a couple of minutes: the tiny X-CLIP, 8 short clips, few batches")
     parser.add_argument("--clips", type=int, default=None, help="clips to encode and caption (default 256; quick 8)")
@@ -610,7 +610,7 @@ def parse_args(argv=None):
                         help="full: X-CLIP's real architecture, random weights; tiny: the tests' (default full; "
                              "quick tiny)")
     parser.add_argument("--batch_size", type=int, default=None, help="videos per encoder batch (default 32; quick 4)")
-    parser.add_argument("--num_workers", type=int, default=0, help="DataLoader workers (0 = one per available core)")
+    parser.add_argument("--num_workers", type=int, default=0, help="DataLoader workers (0, the default: one per available core)")
     parser.add_argument("--train_batches", type=int, default=None,
                         help="training batches of 128 captions timed per precision (default 300; quick 6)")
     parser.add_argument("--checkpoint_batches", type=int, default=None,
@@ -619,8 +619,8 @@ def parse_args(argv=None):
                         help="batches timed for the encoder alone (default 20; quick 2)")
     parser.add_argument("--vocab_size", type=int, default=None, help="tokenizer pieces (default 8000; quick 500)")
     parser.add_argument("--torchrun_processes", type=int, default=0,
-                        help="processes of the torchrun stage (0 = one per GPU, skipped with fewer than 2; on a CPU, "
-                             "2 tries the stage with gloo)")
+                        help="processes of the torchrun stage (0, the default: one per GPU, skipped with fewer than 2; "
+                             "on a CPU, 2 tries the stage with gloo)")
     args = parser.parse_args(argv)
     defaults = {"clips": (256, 8), "clip_seconds": (10.0, 3.0), "fps": (30, 10), "encoder": ("full", "tiny"),
                 "batch_size": (32, 4), "train_batches": (300, 6), "checkpoint_batches": (200, 5),
