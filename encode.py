@@ -331,7 +331,9 @@ def encoded_batches(items, encoder, preprocess, views: int = 1, with_frames: boo
     device = torch.device(getattr(encoder, "device", "cpu"))
     loader = DataLoader(VideoClips(items, encoder.num_frames, preprocess, views, num_workers), batch_size=batch_size,
                         num_workers=num_workers, collate_fn=collate_clips, persistent_workers=False,
-                        prefetch_factor=4 if num_workers else None, pin_memory=device.type == "cuda",
+                        # 8 batches in flight with few workers, 2 per worker with many: memory stays bounded
+                        prefetch_factor=max(2, 8 // num_workers) if num_workers else None,
+                        pin_memory=device.type == "cuda",
                         worker_init_fn=leave_ctrl_c_to_main)
     for batch in loader:
         started = time.perf_counter()

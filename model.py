@@ -162,6 +162,10 @@ class XClipEncoder(nn.Module):
 
 
 DECODER_TYPES = ("pooled", "attention")
+# Where the LSTM runs outside autocast, in fp32: CUDA autocast may run cuDNN's LSTM in fp16 even under bf16
+# autocast, and without a gradient scaler its small gradients could vanish. CPU autocast runs it in bf16, which has
+# fp32's range (and trains measurably faster: docs/performance.md).
+LSTM_IN_FP32_ON = ("cuda",)
 
 
 @dataclass
@@ -277,9 +281,10 @@ class CaptionDecoder(nn.Module):
         return self.dropout(outputs), (h, c, features)
 
     def _lstm(self, inputs, h, c):
-        """The LSTM in fp32 whatever autocast is on: CUDA autocast would run cuDNN's LSTM in fp16 even under
-        bf16 autocast, and without a gradient scaler its small gradients could vanish. The layers around it (the
+        """The LSTM, in fp32 on the devices of LSTM_IN_FP32_ON whatever autocast is on; the layers around it (the
         projections, attention, the output head) still take autocast's dtype."""
+        if inputs.device.type not in LSTM_IN_FP32_ON:
+            return self.lstm(inputs, (h, c))
         with torch.autocast(inputs.device.type, enabled=False):
             return self.lstm(inputs.float(), (h.float(), c.float()))
 

@@ -295,9 +295,10 @@ def run_epoch(model, features, video_index, rows, batch_size, device, optimizer=
     """One pass over the captions; trains when an optimizer is given. Returns the mean loss.
 
     Batches come from epoch_batches (shuffled by generator, of similar lengths with buckets). bf16: autocast the
-    decoder to bfloat16 (None: on GPUs with native bf16 only). Under torchrun every rank draws the same global batches and takes
-    its slice rank::world_size of each; the loss is rescaled so that DDP's gradient average equals the
-    single-process gradient of the whole batch (a token-weighted mean), whatever the ranks' token counts.
+    decoder to bfloat16 (None: on GPUs with native bf16 only). Under torchrun every rank draws the same global
+    batches and takes its slice rank::world_size of each; the loss is rescaled so that DDP's gradient average
+    equals the single-process gradient of the whole batch (a token-weighted mean), whatever the ranks' token
+    counts.
     """
     pad_id = getattr(model, "module", model).config.pad_id
     training = optimizer is not None

@@ -11,6 +11,7 @@ import torch
 import common
 import encode
 import inference
+import model
 import train
 from annotations import load_msrvtt
 from checkpoint import load_captioner, load_checkpoint
@@ -208,17 +209,27 @@ def test_bf16_autocast_only_on_gpus_with_native_bf16(monkeypatch):
     assert train.use_bf16("auto", cuda) and not train.use_bf16("off", cuda)
 
 
-def test_lstm_runs_in_fp32_under_autocast_and_fp32_is_unchanged():
+@pytest.mark.parametrize("decoder_type", ["pooled", "attention"])
+def test_lstm_runs_in_fp32_under_gpu_autocast_and_fp32_is_unchanged(monkeypatch, decoder_type):
     torch.manual_seed(0)
-    config = DecoderConfig(vocab_size=50, latent_dim=8, embed_dim=8, hidden_dim=16, num_layers=2, dropout=0.0)
+    config = DecoderConfig(vocab_size=50, latent_dim=8, embed_dim=8, hidden_dim=16, num_layers=2, dropout=0.0,
+                           decoder_type=decoder_type, num_frames=4)
     decoder = CaptionDecoder(config).eval()
-    latents, tokens = torch.randn(3, 8), torch.randint(4, 50, (3, 6))
+    latents = torch.randn(3, 4, 8) if decoder_type == "attention" else torch.randn(3, 8)
+    tokens = torch.randint(4, 50, (3, 6))
     seen = []
     decoder.lstm.register_forward_hook(lambda module, inputs, output: seen.append((inputs[0].dtype, output[0].dtype)))
     with torch.autocast("cpu", dtype=torch.bfloat16):
+        decoder(latents, tokens, tokens)
+    assert {output for _, output in seen} == {torch.bfloat16}  # on a CPU, bf16 (fp32's range) as before
+    seen.clear()
+    monkeypatch.setattr(model, "LSTM_IN_FP32_ON", ("cpu",))  # this CPU as a GPU, whose autocast may pick fp16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
         logits, loss = decoder(latents, tokens, tokens)
-    assert seen == [(torch.float32, torch.float32)]
+    assert set(seen) == {(torch.float32, torch.float32)}
     assert logits.dtype == torch.bfloat16  # the output head still runs in bf16
+    if decoder_type == "attention":
+        return
     # Without autocast nothing changes: the same numbers as the LSTM called directly.
     h, c, _ = decoder.init_state(latents)
     direct, _ = decoder.lstm(decoder.embed(tokens), (h, c))

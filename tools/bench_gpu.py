@@ -349,6 +349,16 @@ def lstm_dtype_under_autocast(decoder, latents, rows, device) -> str:
     return str(seen[0]).removeprefix("torch.") if seen else "not run"
 
 
+def bare_lstm_dtype_under_autocast(decoder, device) -> str:
+    """The dtype nn.LSTM itself gives under bf16 autocast on this device (what the decoder would get if it did not
+    run its LSTM outside autocast)."""
+    lstm = decoder.lstm
+    inputs = torch.randn(2, 3, lstm.input_size, device=device)
+    with torch.autocast(device.type, dtype=torch.bfloat16), torch.no_grad():
+        output, _ = lstm(inputs)
+    return str(output.dtype).removeprefix("torch.")
+
+
 def bench_training(bench) -> None:
     """train.run_epoch (train.py's loop: length buckets, fused AdamW, the loss's .item() per batch) in fp32 and
     under bf16 autocast: captions/s over --train_batches batches of 128, after a warm-up epoch."""
@@ -371,8 +381,10 @@ def bench_training(bench) -> None:
         decoder.set_latent_stats(latents.mean(0), latents.std(0))
         if bf16:
             lstm_dtype = lstm_dtype_under_autocast(decoder, latents, rows, bench.device)
-            print(f"LSTM output dtype under bf16 autocast on {bench.device.type}: {lstm_dtype}", flush=True)
-            bench.results["lstm_dtype_under_autocast"] = lstm_dtype
+            bare_dtype = bare_lstm_dtype_under_autocast(decoder, bench.device)
+            print(f"LSTM output dtype under bf16 autocast on {bench.device.type}: {lstm_dtype} in the decoder, "
+                  f"{bare_dtype} for nn.LSTM called directly", flush=True)
+            bench.results["lstm_dtype_under_autocast"] = {"decoder": lstm_dtype, "bare nn.LSTM": bare_dtype}
         optimizer, scheduler = make_optimizer(training_options(batch_size, batches), decoder, len(rows))
         warm = slice(0, min(10, max(1, batches // 3)) * batch_size)
         run_epoch(decoder, latents, video_index[warm], rows[warm], batch_size, bench.device, optimizer, scheduler,
@@ -384,10 +396,10 @@ def bench_training(bench) -> None:
         rates[name] = len(rows) / seconds
         reference = (f"fp32 {rates['fp32']:.3g} captions/s: {rates[name] / rates['fp32']:.2f}x" if bf16
                      else f"{batches} batches of {batch_size}, loss {loss:.2f}")
-        extra = {"lstm_output_dtype": lstm_dtype} if bf16 else {}
+        extra = {"lstm_output_dtype": lstm_dtype, "bare_lstm_output_dtype": bare_dtype} if bf16 else {}
+        lstm_text = f"; LSTM output {lstm_dtype} (nn.LSTM alone under autocast: {bare_dtype})" if bf16 else ""
         bench.add("training", f"run_epoch {name}, decoder 2x512 LSTM, vocab {config.vocab_size}", rates[name],
-                  "captions/s", reference + (f"; LSTM output {lstm_dtype}" if bf16 else ""), **extra,
-                  **peaks(bench.device))
+                  "captions/s", reference + lstm_text, **extra, **peaks(bench.device))
 
 
 def bench_inference(bench, dtype_name: str) -> None:
@@ -439,22 +451,23 @@ def write_captions_file(bench) -> Path:
     return path
 
 
-def bench_torchrun(bench, gpus: int) -> None:
-    """torchrun encode.py and train.py with one process per GPU, beside one process."""
+def bench_torchrun(bench, processes_per_run: int) -> None:
+    """torchrun encode.py and train.py with processes_per_run processes (one per GPU), beside one process."""
     import shutil
 
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    workers = str(max(1, bench.workers // gpus))
+    workers = str(max(1, bench.workers // processes_per_run))
+    device = bench.device.type
     annotations = write_captions_file(bench)
-    for processes in (1, gpus):
+    for processes in (1, processes_per_run):
         cache_dir = bench.out_dir / f"cache-torchrun-{processes}"
         shutil.rmtree(cache_dir, ignore_errors=True)
         encode = ["encode.py", "--video_path", str(bench.clip_dir), "--xclip_model", str(bench.xclip), "--cache_dir",
-                  str(cache_dir), "--num_workers", workers, "--batch_size", str(bench.batch_size), "--device", "cuda"]
+                  str(cache_dir), "--num_workers", workers, "--batch_size", str(bench.batch_size), "--device", device]
         train = ["train.py", "--annotations", str(annotations), "--tokenizer_path", str(bench.tokenizer),
                  "--xclip_model", str(bench.xclip), "--cache_dir", str(cache_dir), "--out_dir",
                  str(bench.out_dir / f"run-torchrun-{processes}"), "--overwrite", "--epochs", "2", "--num_workers",
-                 workers, "--beam_size", "1", "--val_videos", "8", "--device", "cuda"]
+                 workers, "--beam_size", "1", "--val_videos", "8", "--device", device]
         for name, command in (("encode.py", encode), ("train.py", train)):
             prefix = launcher + [f"--nproc_per_node={processes}"] if processes > 1 else [sys.executable]
             started = time.perf_counter()
@@ -583,10 +596,10 @@ def format_table(rows) -> str:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--out_dir", default="bench_gpu", help="material, results.json and table.md go here")
-    parser.add_argument("--device", default="auto", help="auto, cuda, cuda:N or cpu (cpu: a smoke run)")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out_dir", default="bench_gpu",
+                        help="material, results.json and table.md go here (default bench_gpu)")
+    parser.add_argument("--device", default="auto", help="auto (default), cuda, cuda:N or cpu (cpu: a smoke run)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run in a couple of minutes: the tiny X-CLIP, 8 short clips, few batches")
     parser.add_argument("--clips", type=int, default=None, help="clips to encode and caption (default 256; quick 8)")
@@ -596,7 +609,7 @@ def parse_args(argv=None):
                         help="full: X-CLIP's real architecture, random weights; tiny: the tests' (default full; "
                              "quick tiny)")
     parser.add_argument("--batch_size", type=int, default=None, help="videos per encoder batch (default 32; quick 4)")
-    parser.add_argument("--num_workers", type=int, default=0, help="DataLoader workers (0 = one per available core)")
+    parser.add_argument("--num_workers", type=int, default=0, help="DataLoader workers (0, the default: one per available core)")
     parser.add_argument("--train_batches", type=int, default=None,
                         help="training batches of 128 captions timed per precision (default 300; quick 6)")
     parser.add_argument("--checkpoint_batches", type=int, default=None,
@@ -604,6 +617,9 @@ def parse_args(argv=None):
     parser.add_argument("--encoder_repeats", type=int, default=None,
                         help="batches timed for the encoder alone (default 20; quick 2)")
     parser.add_argument("--vocab_size", type=int, default=None, help="tokenizer pieces (default 8000; quick 500)")
+    parser.add_argument("--torchrun_processes", type=int, default=0,
+                        help="processes of the torchrun stage (0, the default: one per GPU, skipped with fewer than 2; "
+                             "on a CPU, 2 tries the stage with gloo)")
     args = parser.parse_args(argv)
     defaults = {"clips": (256, 8), "clip_seconds": (10.0, 3.0), "fps": (30, 10), "encoder": ("full", "tiny"),
                 "batch_size": (32, 4), "train_batches": (300, 6), "checkpoint_batches": (200, 5),
@@ -643,8 +659,9 @@ def main(args) -> int:
     for dtype_name in ("fp32", "bf16"):
         bench.stage(f"captioning {dtype_name}", bench_inference, bench, dtype_name)
     gpus = torch.cuda.device_count() if device.type == "cuda" else 0
-    if gpus >= 2:
-        bench.stage("torchrun", bench_torchrun, bench, gpus)
+    processes = args.torchrun_processes or gpus
+    if processes >= 2:
+        bench.stage("torchrun", bench_torchrun, bench, processes)
     else:
         bench.add("torchrun", "encode.py and train.py, one process per GPU", None, "",
                   f"skipped: {gpus} GPU{'s' if gpus != 1 else ''} here, torchrun needs 2 or more")
