@@ -37,7 +37,7 @@ from common import (DEFAULT_XCLIP, UserError, count, fail, fraction, interrupted
                     positive_float, positive_int, resolve_device, write_text)
 from curves import TENSORBOARD_MISSING, add_scalars, open_tensorboard, redraw, tensorboard_available
 from encode import load_encoder, split_features, split_latents
-from evaluate import score_captions
+from metrics import score_captions
 from model import CaptionDecoder, DecoderConfig, caption_features
 
 
