@@ -152,3 +152,27 @@ def test_diagnostics_count_dangling_endings_and_repeated_phrases():
     assert diagnostics["repeated_ngram_share"] == pytest.approx(1 / 5)
     assert ends_dangling("") and ends_dangling("someone is slicing an") and not ends_dangling("a cat sleeps")
     assert repeats_ngram("the dog and the dog") and not repeats_ngram("a dog and a cat")
+
+
+def test_scst_under_torchrun_two_processes(world, tmp_path):
+    """Two gloo processes on CPU: each samples its own half of every batch, DDP averages the gradients; rank 0
+    alone validates and writes one log line per epoch."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    ce = tmp_path / "ce"
+    assert run_train(*train_flags(world, ce, "--epochs", "2")) == 0
+    out = tmp_path / "double"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+               *train_flags(world, out, "--epochs", "0", "--scst_epochs", "2", "--init", str(ce / "best.pt"),
+                            "--scst_samples", "3")]
+    result = subprocess.run(command, cwd=Path(train.__file__).parent, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = log_records(out)
+    assert [record["epoch"] for record in records] == [0, 1, 2]
+    assert all(record["scst"]["reward"] >= 0 for record in records[1:])
+    start, last = load_checkpoint(ce / "best.pt"), load_checkpoint(out / "last.pt")
+    assert any(not torch.equal(start["decoder"][name], last["decoder"][name]) for name in start["decoder"])
+    assert result.stdout.count("epoch 2/2") == 1
