@@ -28,7 +28,7 @@ from huggingface_hub import constants as hub_constants, snapshot_download
 from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 
 from common import UserError, atomic_write, fail, is_hub_id, one_line, write_text
-from model import CaptionDecoder, DecoderConfig, XClipEncoder
+from model import CaptionDecoder, DecoderConfig, Ensemble, XClipEncoder
 
 # The format of .pt checkpoints and of exported folders (config.json's format_version); bump it when either
 # changes in a way older code cannot read.
@@ -277,6 +277,32 @@ def decoder_from_checkpoint(checkpoint: dict) -> CaptionDecoder:
         raise CheckpointError(f"the checkpoint's decoder does not fit this repo's CaptionDecoder "
                               f"({type(error).__name__}: {str(error).splitlines()[0][:160]})") from None
     return decoder.eval()
+
+
+# What must agree between the members of an ensemble: the encoder (or the features) they read.
+ENSEMBLE_ENCODER_FIELDS = ("kind", "name", "fingerprint", "num_frames", "latent_dim", "shape", "dtype", "preprocess")
+
+
+def ensemble_from_checkpoints(checkpoints: list, model_paths: list):
+    """One decoder for several checkpoints: the decoder itself for one, an Ensemble (mean log-probabilities at
+    every step) for more. CheckpointError naming the odd one out unless all have the first's tokenizer and
+    encoder (or features) and read the same kind of features."""
+    first, first_path = checkpoints[0], model_paths[0]
+    for checkpoint, path in zip(checkpoints[1:], model_paths[1:]):
+        if checkpoint["tokenizer"] != first["tokenizer"]:
+            raise CheckpointError(f"{path}: another tokenizer than {first_path}'s; an ensemble's checkpoints must "
+                                  "share the tokenizer (train them with the same --tokenizer_path)")
+        differ = [field for field in ENSEMBLE_ENCODER_FIELDS
+                  if checkpoint["encoder"].get(field) != first["encoder"].get(field)]
+        if differ:
+            raise CheckpointError(f"{path}: another encoder or features than {first_path}'s ({', '.join(differ)} "
+                                  "differ); an ensemble's checkpoints must read the same inputs")
+        if checkpoint["decoder_config"].get("decoder_type") != first["decoder_config"].get("decoder_type"):
+            raise CheckpointError(f"{path}: a {checkpoint['decoder_config'].get('decoder_type')} decoder, "
+                                  f"{first_path} a {first['decoder_config'].get('decoder_type')} one; an ensemble's "
+                                  "decoders must read the same kind of features")
+    decoders = [decoder_from_checkpoint(checkpoint) for checkpoint in checkpoints]
+    return decoders[0] if len(decoders) == 1 else Ensemble(decoders).eval()
 
 
 def checkpoint_digest(checkpoint: dict) -> str:

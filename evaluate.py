@@ -26,7 +26,7 @@ import warnings
 import torch
 
 from annotations import add_data_arguments, load_dataset
-from checkpoint import (checkpoint_digest, decoder_from_checkpoint, encoder_from_checkpoint, load_checkpoint,
+from checkpoint import (checkpoint_digest, encoder_from_checkpoint, ensemble_from_checkpoints, load_checkpoint,
                         tokenizer_from_checkpoint)
 from common import (UserError, check_writable, count, fail, interrupted, non_negative, one_line, positive_int,
                     resolve_device, write_json, write_text)
@@ -138,8 +138,11 @@ def evaluate_checkpoint(args, java=None) -> dict:
     """Caption every video of a split with a checkpoint and score it: the result dict --out writes, with the
     checkpoint's digest, which export.py checks before it puts the scores in a model card."""
     device = resolve_device(args.device)
-    checkpoint = load_checkpoint(args.model_path)
-    decoder = decoder_from_checkpoint(checkpoint).to(device)
+    paths = [args.model_path] if isinstance(args.model_path, str) else list(args.model_path)
+    args.model_path = paths[0] if len(paths) == 1 else " + ".join(map(str, paths))  # as messages name it
+    checkpoints = [load_checkpoint(path) for path in paths]
+    checkpoint = checkpoints[0]
+    decoder = ensemble_from_checkpoints(checkpoints, paths).to(device)
     tokenizer = tokenizer_from_checkpoint(checkpoint)
     same_data_as_training(args, checkpoint)
     record = checkpoint["encoder"]
@@ -162,8 +165,9 @@ def evaluate_checkpoint(args, java=None) -> dict:
     records = [{"video_id": vid, "caption": predictions[vid], "references": references[vid],
                 "scores": per_video[vid]} for vid in video_ids]
     return {"metrics": metrics, "diagnostics": caption_diagnostics(predictions, references, training_captions),
-            "predictions": records, "split": args.split, "model_path": str(args.model_path),
-            "checkpoint_digest": checkpoint_digest(checkpoint),
+            "predictions": records, "split": args.split,
+            "model_path": str(paths[0]) if len(paths) == 1 else [str(path) for path in paths],
+            "checkpoint_digest": "+".join(checkpoint_digest(member) for member in checkpoints),
             "control": args.control, "views": args.views,
             "decoding": {"beam_size": args.beam_size, "length_penalty": args.length_penalty, "max_len": args.max_len}}
 
@@ -177,9 +181,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--refs", nargs="+", default=[],
                         help="reference files, line-aligned with --hyp: line i of each is a reference for "
                              "hypothesis i")
-    parser.add_argument("--model_path", default="",
+    parser.add_argument("--model_path", nargs="+", default=[],
                         help="checkpoint to evaluate (checkpoint mode): a .pt from train.py, a folder from "
-                             "export.py, or a Hub repo id (user/name); captions every video of --split")
+                             "export.py, or a Hub repo id (user/name); captions every video of --split. Several: "
+                             "an ensemble (same tokenizer and encoder) decoding with the mean of their "
+                             "log-probabilities at every step")
     add_data_arguments(parser)
     parser.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to caption")
     parser.add_argument("--xclip_model", default=None,

@@ -29,8 +29,10 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--video_path", nargs="+", required=True, help="video files, folders or glob patterns")
-    parser.add_argument("--model_path", default="models/best.pt",
-                        help="checkpoint written by train.py, a folder written by export.py, or a Hub repo id (user/name)")
+    parser.add_argument("--model_path", nargs="+", default=["models/best.pt"],
+                        help="checkpoint written by train.py, a folder written by export.py, or a Hub repo id "
+                             "(user/name); several: an ensemble (same tokenizer and encoder) decoding with the mean "
+                             "of their log-probabilities at every step")
     parser.add_argument("--tokenizer_path", default=None,
                         help="only to check against the checkpoint's own tokenizer (it is stored inside)")
     parser.add_argument("--xclip_model", default=None,
@@ -232,19 +234,21 @@ def print_result(result, path, several, as_json):
 
 
 def load_captioner(args):
-    """(encoder, decoder, tokenizer, preprocess) of the checkpoint --model_path, on --device."""
-    from checkpoint import decoder_from_checkpoint, encoder_from_checkpoint, load_checkpoint, tokenizer_from_checkpoint
+    """(encoder, decoder, tokenizer, preprocess) of the checkpoint --model_path (an ensemble of several), on --device."""
+    from checkpoint import encoder_from_checkpoint, ensemble_from_checkpoints, load_checkpoint, tokenizer_from_checkpoint
     from common import resolve_device
     from dataset import Preprocess
 
     device = resolve_device(args.device)
-    checkpoint = load_checkpoint(args.model_path)
+    paths = [args.model_path] if isinstance(args.model_path, str) else list(args.model_path)
+    checkpoints = [load_checkpoint(path) for path in paths]
+    checkpoint = checkpoints[0]
     record = checkpoint["encoder"]
     if record.get("kind") == "features":
-        raise UserError(f"{args.model_path}: this checkpoint needs precomputed features ({record.get('name')}, shape "
+        raise UserError(f"{paths[0]}: this checkpoint needs precomputed features ({record.get('name')}, shape "
                         f"{record.get('shape')}), not videos; caption its features with evaluate.py --features DIR")
     tokenizer = tokenizer_from_checkpoint(checkpoint, args.tokenizer_path)
-    decoder = decoder_from_checkpoint(checkpoint).to(device)
+    decoder = ensemble_from_checkpoints(checkpoints, paths).to(device)
     encoder = encoder_from_checkpoint(checkpoint, args.xclip_model, device=device)
     return encoder, decoder, tokenizer, Preprocess.from_dict(checkpoint["encoder"]["preprocess"])
 
