@@ -161,7 +161,7 @@ def load_folder(folder, name=None) -> dict:
     return {"version": config["format_version"], "decoder_config": config["decoder_config"], "decoder": weights,
             "tokenizer": proto, "encoder": config["encoder"], "data": config.get("data") or {},
             "args": training.get("args") or {}, "metrics": training.get("metrics") or {},
-            "epoch": training.get("epoch", 0)}
+            "epoch": training.get("epoch", 0), "scst": training.get("scst")}
 
 
 def read_config(path: Path, name: str) -> dict:
@@ -230,10 +230,19 @@ def folder_config(checkpoint: dict) -> dict:
     """config.json of an exported folder: what a checkpoint holds besides tensors and the tokenizer's bytes."""
     tokenizer = tokenizer_record(spm.SentencePieceProcessor(model_proto=checkpoint["tokenizer"]))
     training = {"epoch": checkpoint.get("epoch", 0), "metrics": checkpoint.get("metrics") or {},
-                "args": shareable_args(checkpoint.get("args") or {})}
+                "args": shareable_args(checkpoint.get("args") or {}), "scst": scst_record(checkpoint)}
     return {"format_version": CHECKPOINT_VERSION, "decoder_config": checkpoint["decoder_config"],
             "encoder": checkpoint["encoder"], "tokenizer": tokenizer, "data": checkpoint.get("data") or {},
             "training": training}
+
+
+def scst_record(checkpoint: dict) -> dict | None:
+    """What a checkpoint says of its self-critical training (reward, samples, baseline, ...), without the path of
+    an --init checkpoint; None when it was trained by cross-entropy alone."""
+    record = checkpoint.get("scst")
+    if not isinstance(record, dict):
+        return None
+    return {key: value for key, value in record.items() if key != "init"}
 
 
 def shareable_args(args: dict) -> dict:

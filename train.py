@@ -612,10 +612,8 @@ class Run:
         return self.args.epochs + self.args.scst_epochs if self.scst_from is None else \
             self.scst_from + self.args.scst_epochs
 
-    def scst_record(self) -> dict | None:
-        """What the checkpoint and the model card say about SCST (None before it began)."""
-        if self.scst_from is None:
-            return None
+    def scst_record(self) -> dict:
+        """What the checkpoint and the model card say about SCST."""
         return {"after_epoch": self.scst_from, "reward": REWARD, "samples": self.args.scst_samples,
                 "baseline": self.args.scst_baseline, "learning_rate": self.args.scst_learning_rate,
                 "ce_weight": self.args.scst_ce_weight, "entropy": self.args.scst_entropy,
@@ -638,7 +636,7 @@ def end_epoch(run: Run, epoch: int, record: dict, best: tuple) -> tuple:
               "lr": run.scheduler.get_last_lr()[0], "seconds": seconds}
     training_state = {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
                       "best_cider": best[0], "bad_epochs": best[1], "scst_from": run.scst_from,
-                      "scst": run.scst_record()}
+                      "scst": run.scst_record() if run.scst_from is not None and epoch + 1 > run.scst_from else None}
     payload = make_checkpoint(run.decoder, data.tokenizer_proto, data.encoder_meta, vars(args), record, epoch + 1,
                               training_state, data=data.data_record)
     save_epoch(Path(args.out_dir), payload, improved)

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+import export
 import train
-from checkpoint import load_checkpoint
+from checkpoint import folder_config, load_checkpoint
 from create_tokenizer import train_tokenizer
 from diagnostics import caption_diagnostics, ends_dangling, repeats_ngram
 from model import DecoderConfig, CaptionDecoder
@@ -99,6 +100,14 @@ def test_scst_from_init_starts_at_its_score_and_greedy_baseline(world, tmp_path)
     assert load_checkpoint(out / "best.pt")["metrics"]["val"]["CIDEr"] >= start
     assert all(record["scst"]["baseline"] >= 0 for record in records[1:])
     assert load_checkpoint(out / "last.pt")["scst"]["init"] == str(ce / "best.pt")
+    assert records[0].get("scst") is None and load_checkpoint(ce / "best.pt").get("scst") is None
+    # The exported model card says how the weights were fine-tuned (or, for the start, that they were not).
+    last = load_checkpoint(out / "last.pt")
+    card = export.training(last, records)
+    assert "self-critical sequence training (SCST) after epoch 0" in card and "CIDEr-D" in card
+    assert "greedy caption" in card and "SCST reward" in card
+    assert "self-critical" not in export.training(load_checkpoint(ce / "best.pt"), log_records(ce))
+    assert folder_config(last)["training"]["scst"]["samples"] == 3
 
 
 def test_scst_resumed_after_a_kill_equals_an_unbroken_run(world, tmp_path, monkeypatch):
