@@ -12,6 +12,11 @@ Under `torchrun --nproc_per_node N train.py ...` it trains with DistributedDataP
 gloo on CPU): each rank encodes its shard of the missing videos, takes its slice of every global
 batch, and rank 0 validates and writes the files.
 
+--scst_epochs N then fine-tunes the best epoch by self-critical sequence training (SCST): K captions sampled per
+video, each rewarded by its CIDEr-D against the video's references (metrics.CiderD, document frequencies of the
+training references), less the mean reward of the video's other samples (or of its greedy caption); best.pt moves
+only when val CIDEr beats the cross-entropy best. --init CKPT --epochs 0 fine-tunes a finished run's checkpoint.
+
 --views K trains on K cached samplings per video, one drawn per video each epoch (seeded by the epoch,
 so --resume stays exact); validation averages them. --decoder attention trains the decoder that
 attends over X-CLIP's per-frame features (cached beside the latents) instead of the pooled latent.
@@ -86,9 +91,10 @@ def parse_args(argv=None):
     optim.add_argument("--grad_clip", type=non_negative, default=1.0, help="max gradient norm (0 = off)")
     optim.add_argument("--label_smoothing", type=fraction, default=0.1, help="label smoothing of the loss")
     optim.add_argument("--patience", type=count, default=5, help="stop after this many epochs without a better val CIDEr (0 = never)")
-    optim.add_argument("--length_buckets", action=argparse.BooleanOptionalAction, default=True,
+    optim.add_argument("--length_buckets", action=argparse.BooleanOptionalAction, default=False,
                        help="batch captions of similar length together (shuffled pools of batches, sorted by length, "
-                            "batches in random order), so that little of a batch is padding")
+                            "batches in random order), so that little of a batch is padding: faster, but lower test "
+                            "CIDEr on real features (docs/scst.md)")
     optim.add_argument("--bf16", default="auto", choices=["auto", "on", "off"],
                        help="bf16 autocast of the decoder: auto = on a GPU and on CPUs with native bf16 "
                             "(AVX512-BF16 or AMX), off elsewhere")

@@ -185,3 +185,4 @@ def test_scst_under_torchrun_two_processes(world, tmp_path):
     start, last = load_checkpoint(ce / "best.pt"), load_checkpoint(out / "last.pt")
     assert any(not torch.equal(start["decoder"][name], last["decoder"][name]) for name in start["decoder"])
     assert result.stdout.count("epoch 2/2") == 1
+
