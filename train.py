@@ -753,6 +753,9 @@ def check_args(args):
         return "--epochs 0 trains nothing: add --init CKPT --scst_epochs N to fine-tune a checkpoint by SCST"
     if args.init and not Path(args.init).is_file():
         return f"{args.init}: no such checkpoint; pass --init a best.pt or last.pt written by train.py"
+    if args.init and Path(args.init).resolve() in {(Path(args.out_dir) / name).resolve() for name in ("best.pt", "last.pt")}:
+        return (f"{args.init}: --init is this run's own checkpoint, which training overwrites; copy it elsewhere "
+                "or pass another --out_dir")
     out_dir = Path(args.out_dir)
     if args.resume and args.overwrite:
         return "--resume goes on with the run in --out_dir, --overwrite starts it again: pass one"

@@ -151,6 +151,12 @@ def test_flags_that_do_not_go_together(world, tmp_path, capsys):
                                   str(tmp_path / "missing.pt"))) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "missing.pt" in err[0]
+    own = tmp_path / "c"
+    own.mkdir()
+    (own / "best.pt").write_bytes(b"a checkpoint")
+    assert run_train(*train_flags(world, own, "--epochs", "0", "--scst_epochs", "1", "--init", str(own / "best.pt"),
+                                  "--overwrite")) == 2
+    assert "overwrites" in capsys.readouterr().err and (own / "best.pt").read_bytes() == b"a checkpoint"
 
 
 def test_diagnostics_count_dangling_endings_and_repeated_phrases():
