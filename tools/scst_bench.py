@@ -10,7 +10,6 @@ caption, then one SCST epoch over the same videos (--scst_samples captions each)
 rewards. Targets: rewards at most 20% of an SCST step, an SCST epoch at most 3x a cross-entropy epoch.
 """
 import argparse
-import json
 import os
 import statistics
 import sys
