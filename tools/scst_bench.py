@@ -1,4 +1,4 @@
-"""Time self-critical training against cross-entropy on the same videos: epochs, steps, and the rewards' share.
+r"""Time self-critical training against cross-entropy on the same videos: epochs, steps, and the rewards' share.
 
     python tools/scst_bench.py --annotations runs/vggae/captions.jsonl --features ../shared/realdata/features/msrvtt_vggae \
         --tokenizer_path runs/vggae/tokenizer.model --init runs/vggae/ce/best.pt --embed_dim 128 --hidden_dim 256 \
@@ -23,7 +23,7 @@ if str(REPO) not in sys.path:  # run as `python tools/scst_bench.py`, only tools
 import torch  # noqa: E402
 
 import train  # noqa: E402
-from common import UserError, fail, write_json  # noqa: E402
+from common import UserError, fail, positive_int, write_json  # noqa: E402
 
 REWARD_SHARE_TARGET = 0.20
 EPOCH_RATIO_TARGET = 3.0
@@ -75,7 +75,7 @@ def report(result: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--repeats", type=int, default=3, help="epochs of each kind timed; the median is reported")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="epochs of each kind timed; the median is reported")
     parser.add_argument("--json", default="", help="also write the figures here as JSON")
     own, rest = parser.parse_known_args(argv)
     if "-h" in rest or "--help" in rest:
@@ -84,8 +84,6 @@ def main(argv=None) -> int:
         return 0
     args = train.parse_args(rest + ["--out_dir", os.devnull])
     try:
-        if own.repeats < 1:
-            raise UserError("--repeats: at least 1")
         result = bench(args, own.repeats)
     except UserError as error:
         return fail(error)
