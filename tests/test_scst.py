@@ -192,3 +192,22 @@ def test_scst_under_torchrun_two_processes(world, tmp_path):
     assert any(not torch.equal(start["decoder"][name], last["decoder"][name]) for name in start["decoder"])
     assert result.stdout.count("epoch 2/2") == 1
 
+
+
+def test_scst_from_the_latent_cache_with_views(tmp_path):
+    """Videos through a tiny X-CLIP into the cache, two views per video: SCST draws a view per video each epoch."""
+    from annotations import load_msrvtt
+    from create_tokenizer import train_captions
+    from synthetic import make_synthetic_msrvtt, make_tiny_xclip
+    make_synthetic_msrvtt(tmp_path / "data", num_videos=20, seed=3, progress=False)
+    xclip = make_tiny_xclip(tmp_path / "xclip", seed=0)
+    tokenizer = train_tokenizer(train_captions(load_msrvtt(tmp_path / "data")), tmp_path / "tokenizer", vocab_size=300)
+    out = tmp_path / "run"
+    assert run_train("--data_dir", str(tmp_path / "data"), "--tokenizer_path", str(tokenizer), "--xclip_model",
+                     str(xclip), "--cache_dir", str(tmp_path / "cache"), "--num_workers", "0", "--views", "2",
+                     "--out_dir", str(out), "--epochs", "2", "--scst_epochs", "2", "--batch_size", "8", "--embed_dim",
+                     "16", "--hidden_dim", "32", "--num_layers", "1", "--beam_size", "1", "--max_len", "10",
+                     "--device", "cpu", "--bf16", "off", "--scst_batch_size", "4", "--scst_samples", "2") == 0
+    records = log_records(out)
+    assert [record["epoch"] for record in records] == [1, 2, 3, 4]
+    assert all("scst" in record for record in records[2:]) and load_checkpoint(out / "last.pt")["args"]["views"] == 2
