@@ -297,9 +297,3 @@ class CiderD:
         """score() of each (key, caption) pair."""
         return [self.score(key, caption) for key, caption in zip(keys, captions)]
 
-
-def cider_reward(references: dict, java: bool = False) -> tuple:
-    """(CiderD over the raw references {id: [caption, ...]}, tokenize) where tokenize(caption) is the PTB-style
-    tokenization the metric applies: rewards score sampled captions the way evaluation scores them."""
-    tokenized = tokenize_captions(references, java)
-    return CiderD(tokenized), ptb_tokenize_python
