@@ -34,8 +34,9 @@ DATASET_NAMES = {"msrvtt": "MSR-VTT", "msvd": "MSVD", "vatex": "VATEX"}
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model_path", default="models/best.pt",
-                        help="what to export: a checkpoint from train.py (or an exported folder, or a Hub repo id)")
+    parser.add_argument("--model_path", nargs="+", default=["models/best.pt"],
+                        help="what to export: a checkpoint from train.py (or an exported folder, or a Hub repo id); "
+                             "one: an ensemble is shared as its members' folders")
     parser.add_argument("--out_dir", required=True,
                         help="folder to write model.safetensors, config.json, tokenizer.model and README.md into")
     parser.add_argument("--results", default="",
@@ -300,6 +301,11 @@ def push_to_hub(folder: Path, repo_id: str, private: bool) -> str:
 
 def main(args) -> int:
     try:
+        paths = [args.model_path] if isinstance(args.model_path, str) else list(args.model_path)
+        if len(paths) > 1:
+            raise UserError(f"--model_path: {len(paths)} checkpoints; a folder holds one decoder, so export each member "
+                            "of an ensemble to its own folder and pass them all to evaluate.py or inference.py")
+        args.model_path = paths[0]
         if args.push_to_hub and not is_repo_id(args.push_to_hub):
             raise UserError(f"--push_to_hub {args.push_to_hub}: not a Hub repo id; pass user/name")
         checkpoint = load_checkpoint(args.model_path)

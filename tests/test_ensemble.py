@@ -102,3 +102,12 @@ def test_an_ensemble_of_other_tokenizers_is_one_line(trained, capsys):
     assert len(lines) == 1 and lines[0].startswith(f"error: {other}: another tokenizer")
     with pytest.raises(CheckpointError, match="another tokenizer"):
         ensemble_from_checkpoints([load_checkpoint(a), load_checkpoint(other)], [a, other])
+
+
+def test_export_refuses_an_ensemble_in_one_line(trained, tmp_path, capsys):
+    import export
+    a, b, _ = trained["paths"]
+    args = export.parse_args(["--model_path", str(a), str(b), "--out_dir", str(tmp_path / "folder")])
+    assert export.main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "export each member" in lines[0] and not (tmp_path / "folder").exists()
