@@ -8,6 +8,7 @@ Examples:
     python evaluate.py --model_path models/best.pt --data_dir data --split test --out results.json
     python evaluate.py --hyp hyp.txt --refs ref1.txt ref2.txt --out results.json
     python evaluate.py --model_path models/best.pt --data_dir data --report report.md
+    python evaluate.py --model_path runs/a/best.pt runs/b/best.pt --data_dir data     # an ensemble
 
 With --model_path, every video of the split is captioned by batched beam search (--beam_size 1:
 greedy) from the cached latents (encoded first where missing) and scored against all its references; --views K captions
