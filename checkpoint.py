@@ -31,7 +31,7 @@ from huggingface_hub import constants as hub_constants, snapshot_download
 from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 
 from common import UserError, atomic_write, fail, is_hub_id, one_line, use_warning_lines, write_text
-from model import CaptionDecoder, DecoderConfig, XClipEncoder
+from model import CaptionDecoder, DecoderConfig, Ensemble, XClipEncoder
 
 # The format of .pt checkpoints and of exported folders (config.json's format_version); bump it when either
 # changes in a way older code cannot read.
@@ -194,7 +194,7 @@ def load_folder(folder, name=None) -> dict:
     return {"version": config["format_version"], "decoder_config": config["decoder_config"], "decoder": weights,
             "tokenizer": proto, "encoder": config["encoder"], "data": config.get("data") or {},
             "args": training.get("args") or {}, "metrics": training.get("metrics") or {},
-            "epoch": training.get("epoch", 0)}
+            "epoch": training.get("epoch", 0), "scst": training.get("scst")}
 
 
 def read_config(path: Path, name: str) -> dict:
@@ -411,10 +411,19 @@ def folder_config(checkpoint: dict) -> dict:
     tokenizer = {**tokenizer_record(spm.SentencePieceProcessor(model_proto=checkpoint["tokenizer"])),
                  "sha256": tokenizer_digest(checkpoint["tokenizer"])}
     training = {"epoch": checkpoint.get("epoch", 0), "metrics": checkpoint.get("metrics") or {},
-                "args": shareable_args(checkpoint.get("args") or {})}
+                "args": shareable_args(checkpoint.get("args") or {}), "scst": scst_record(checkpoint)}
     return {"format_version": CHECKPOINT_VERSION, "decoder_config": checkpoint["decoder_config"],
             "encoder": checkpoint["encoder"], "tokenizer": tokenizer, "data": checkpoint.get("data") or {},
             "training": training}
+
+
+def scst_record(checkpoint: dict) -> dict | None:
+    """What a checkpoint says of its self-critical training (reward, samples, baseline, ...), without the path of
+    an --init checkpoint; None when it was trained by cross-entropy alone."""
+    record = checkpoint.get("scst")
+    if not isinstance(record, dict):
+        return None
+    return {key: value for key, value in record.items() if key != "init"}
 
 
 def shareable_args(args: dict) -> dict:
@@ -484,6 +493,39 @@ def decoder_from_checkpoint(checkpoint: dict) -> CaptionDecoder:
     return decoder.eval()
 
 
+# What must agree between the members of an ensemble: the encoder (or the features) they read.
+ENSEMBLE_ENCODER_FIELDS = ("kind", "name", "fingerprint", "num_frames", "latent_dim", "shape", "dtype", "preprocess")
+
+
+def model_paths(model_path) -> list:
+    """--model_path as a list: none, one checkpoint, or the members of an ensemble."""
+    if not model_path:
+        return []
+    return [model_path] if isinstance(model_path, (str, Path)) else list(model_path)
+
+
+def ensemble_from_checkpoints(checkpoints: list, model_paths: list):
+    """One decoder for several checkpoints: the decoder itself for one, an Ensemble (mean log-probabilities at
+    every step) for more. CheckpointError naming the odd one out unless all have the first's tokenizer and
+    encoder (or features) and read the same kind of features."""
+    first, first_path = checkpoints[0], model_paths[0]
+    for checkpoint, path in zip(checkpoints[1:], model_paths[1:]):
+        if checkpoint["tokenizer"] != first["tokenizer"]:
+            raise CheckpointError(f"{path}: another tokenizer than {first_path}'s; an ensemble's checkpoints must "
+                                  "share the tokenizer (train them with the same --tokenizer_path)")
+        differ = [field for field in ENSEMBLE_ENCODER_FIELDS
+                  if checkpoint["encoder"].get(field) != first["encoder"].get(field)]
+        if differ:
+            raise CheckpointError(f"{path}: another encoder or features than {first_path}'s ({', '.join(differ)} "
+                                  "differ); an ensemble's checkpoints must read the same inputs")
+        if checkpoint["decoder_config"].get("decoder_type") != first["decoder_config"].get("decoder_type"):
+            raise CheckpointError(f"{path}: a {checkpoint['decoder_config'].get('decoder_type')} decoder, "
+                                  f"{first_path} a {first['decoder_config'].get('decoder_type')} one; an ensemble's "
+                                  "decoders must read the same kind of features")
+    decoders = [decoder_from_checkpoint(checkpoint) for checkpoint in checkpoints]
+    return decoders[0] if len(decoders) == 1 else Ensemble(decoders).eval()
+
+
 def checkpoint_digest(checkpoint: dict) -> str:
     """sha256 of the decoder's weights (each tensor's name, dtype, shape and bytes, in sorted name order): the same for
     a .pt, the folder exported from it and its Hub repo, and different for any other weights."""
@@ -536,25 +578,29 @@ class Captioner(NamedTuple):
     preprocess: "Preprocess | None"  # X-CLIP's frame preprocessing the checkpoint records (dataset.Preprocess)
 
 
-def load_captioner(model_path, device="cpu", xclip_model=None, tokenizer_path=None, with_encoder=True) -> Captioner:
+def load_captioner(model_path, device="cpu", xclip_model=None, tokenizer_path=None, with_encoder=True,
+                   names=None) -> Captioner:
     """The one loader of a captioner for inference, evaluation, the demo and the tools: the decoder on device,
     the checkpoint's tokenizer (tokenizer_path, if given, checked against it), and the X-CLIP it names (or
     xclip_model, a local copy of it) on device in the dtype its latents were made in, with its preprocessing.
 
-    model_path: a .pt, an exported folder, a Hub repo id, or a checkpoint dict load_checkpoint returned. A
-    checkpoint trained on precomputed features has no encoder: a UserError with with_encoder, else encoder and
-    preprocess are None."""
+    model_path: a .pt, an exported folder, a Hub repo id, or a checkpoint dict load_checkpoint returned; or a list
+    of them, decoded as one ensemble (ensemble_from_checkpoints; names: how messages call them). A checkpoint
+    trained on precomputed features has no encoder: a UserError with with_encoder, else encoder and preprocess
+    are None."""
     from dataset import Preprocess
 
-    checkpoint = model_path if isinstance(model_path, dict) else load_checkpoint(model_path)
+    sources = list(model_path) if isinstance(model_path, (list, tuple)) else [model_path]
+    names = names or ["the checkpoint" if isinstance(source, dict) else str(source) for source in sources]
+    checkpoints = [source if isinstance(source, dict) else load_checkpoint(source) for source in sources]
+    checkpoint = checkpoints[0]
     record = checkpoint["encoder"]
     on_features = record.get("kind") == "features"
     if with_encoder and on_features:
-        name = "the checkpoint" if isinstance(model_path, dict) else model_path
-        raise UserError(f"{name}: this checkpoint needs precomputed features ({record.get('name')}, shape "
+        raise UserError(f"{names[0]}: this checkpoint needs precomputed features ({record.get('name')}, shape "
                         f"{record.get('shape')}), not videos; caption its features with evaluate.py --features DIR")
     tokenizer = tokenizer_from_checkpoint(checkpoint, tokenizer_path)
-    decoder = decoder_from_checkpoint(checkpoint).to(device)
+    decoder = ensemble_from_checkpoints(checkpoints, names).to(device)
     if not with_encoder or on_features:
         return Captioner(None, decoder, tokenizer, None)
     encoder = encoder_from_checkpoint(checkpoint, xclip_model, device=device)

@@ -88,6 +88,12 @@ def draw_run(axes, records, label, colour) -> None:
     series("CIDEr", metric_axes, "-o", "val CIDEr", val)
     series("Bleu_4", metric_axes, "--s", "val BLEU-4", val)
     series("lr", lr_axes, "-", "learning rate")
+    series("reward", metric_axes, "-^", "train reward (SCST)", lambda record, key: record.get("scst", {}).get(key))
+    scst_epochs = [record["epoch"] for record in records if "scst" in record]
+    if scst_epochs:  # self-critical training began after the epoch before the first of these
+        for panel in axes:
+            panel.axvline(min(scst_epochs) - 0.5, color=colour, linestyle="-.", linewidth=1.2,
+                          label=f"{prefix}SCST from here" if panel is metric_axes else None)
     best = best_record(records)
     cider = best.get("val", {}).get("CIDEr")
     if cider is not None:

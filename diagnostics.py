@@ -3,7 +3,8 @@
     python evaluate.py --model_path models/best.pt --data_dir data --split test --report report.md
 
 A captioner that fails often fails visibly: every video gets the same sentence (its decoder ignores the
-latents), captions are short and generic, or they are copied from the training set. caption_diagnostics
+latents), captions are short and generic, or they are copied from the training set; one tuned on CIDEr-D may cut
+captions off on a function word ("a man is playing a") or repeat a phrase. caption_diagnostics
 counts these; collapse_warning names the classic collapse; format_report lists the best and worst videos
 with the caption beside its references.
 """
@@ -15,11 +16,29 @@ from annotations import normalize_caption
 # caption to a small share. The threshold sits far from both (measured on the quickstart: docs/inspection.md).
 COLLAPSE_SHARE = 0.25
 COLLAPSE_MIN_VIDEOS = 10  # below this a repeated caption says little
+# Words a finished English caption does not end on; self-critical training learns to cut captions off after them
+# ("a man is playing a"), since CIDEr-D rewards the n-grams before the cut.
+DANGLING_WORDS = frozenset({"a", "an", "the", "with", "and", "of", "on", "in", "to", "is"})
+REPEAT_NGRAM = 2  # a caption "repeats itself" when a word n-gram of this length occurs twice in it
+
+
+def ends_dangling(caption: str) -> bool:
+    """Whether a normalised caption ends on a function word (DANGLING_WORDS), or is empty."""
+    words = caption.split()
+    return not words or words[-1].strip(".,!?;:") in DANGLING_WORDS
+
+
+def repeats_ngram(caption: str, n: int = REPEAT_NGRAM) -> bool:
+    """Whether some word n-gram occurs twice in a normalised caption ("a man is a man is")."""
+    words = caption.split()
+    ngrams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return len(set(ngrams)) < len(ngrams)
 
 
 def caption_diagnostics(captions: dict, references: dict, training_captions=None, top: int = 5) -> dict:
     """{id: caption} and {id: [reference, ...]} -> distinct captions (count and share of videos), vocabulary,
-    mean length in words beside the references', the share copied verbatim from training_captions (when given),
+    mean length in words beside the references', the shares ending on a dangling word and repeating a word n-gram, the share
+    copied verbatim from training_captions (when given),
     the `top` most frequent captions with their counts, and whether one caption covers COLLAPSE_SHARE or more
     of the videos. Captions are compared after annotations.normalize_caption."""
     normalised = [normalize_caption(caption) for caption in captions.values()]
@@ -33,6 +52,8 @@ def caption_diagnostics(captions: dict, references: dict, training_captions=None
         "distinct_share": len(counts) / videos,
         "vocabulary": len({word for caption in counts for word in caption.split()}),
         "mean_length": sum(len(caption.split()) for caption in normalised) / videos,
+        "dangling_share": sum(ends_dangling(caption) for caption in normalised) / videos,
+        "repeated_ngram_share": sum(repeats_ngram(caption) for caption in normalised) / videos,
         "reference_mean_length": sum(reference_lengths) / max(1, len(reference_lengths)),
         "most_frequent": [{"caption": caption, "count": count, "share": count / videos}
                           for caption, count in counts.most_common(top)],
@@ -50,6 +71,10 @@ def format_diagnostics(diagnostics: dict) -> str:
     lines = [(f"distinct captions  {diagnostics['distinct_captions']} of {diagnostics['videos']} videos "
               f"({diagnostics['distinct_share']:.1%})"),
              f"vocabulary         {diagnostics['vocabulary']} words",
+             (f"dangling ending    {diagnostics.get('dangling_share', 0):.1%} of captions end on "
+              f"{'/'.join(sorted(DANGLING_WORDS))}"),
+             (f"repeated phrase    {diagnostics.get('repeated_ngram_share', 0):.1%} of captions repeat a "
+              f"{REPEAT_NGRAM}-word phrase"),
              (f"mean length        {diagnostics['mean_length']:.1f} words (references "
               f"{diagnostics['reference_mean_length']:.1f})")]
     if "copied_from_training" in diagnostics:

@@ -476,6 +476,28 @@ def feature_file(folder: Path, video_id: str) -> Path:
     return Path(folder) / f"{video_id.lstrip('/')}.npy"
 
 
+def feature_files(folder: Path, video_ids: list) -> dict:
+    """video id -> its feature file: folder/<video id>.npy (folder/clips/cat.npy for "clips/cat"), or, where that is
+    absent, folder/cat.npy as feature extractors name it. CacheError when such a flat name would serve two videos
+    ("a/cat" and "b/cat"), which a flat folder cannot tell apart."""
+    by_name = {}
+    for video_id in video_ids:
+        by_name.setdefault(video_id.rstrip("/").rsplit("/", 1)[-1], []).append(video_id)
+    files = {}
+    for video_id in video_ids:
+        nested, name = feature_file(folder, video_id), video_id.rstrip("/").rsplit("/", 1)[-1]
+        flat = Path(folder) / f"{name}.npy"
+        if nested.is_file() or flat == nested or not flat.is_file():
+            files[video_id] = nested
+            continue
+        if len(by_name[name]) > 1:
+            clash = ", ".join(by_name[name][:3])
+            raise CacheError(f"{flat}: videos {clash} share the file name {name}; write each video's features as "
+                             f"{Path(folder) / '<video id>.npy'} ({feature_file(folder, by_name[name][0])}, ...)")
+        files[video_id] = flat
+    return files
+
+
 def load_feature_file(path: Path) -> np.ndarray:
     """One video's features, (D,) or (T, D) float32; CacheError naming the file when it is damaged or not 1-2-D."""
     try:
@@ -495,18 +517,19 @@ def load_feature_file(path: Path) -> np.ndarray:
 
 
 def split_features(dataset, splits, folder, frame_features=False) -> tuple:
-    """({split: (video ids, features)}, record) from the feature files in folder: latents (N, D), the mean over T
+    """({split: (video ids, features)}, record) from the feature files in folder (feature_files: by video id, or by
+    the flat file name where the id has subfolders): latents (N, D), the mean over T
     of (T, D) files; with frame_features, (N, T, D), which needs (T, D) files of one T. Videos without a file are
     left out with one warning, as videos missing on disk are. record describes the features for checkpoints."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CacheError(f"{folder}: no such folder of features; pass --features a folder of <video_id>.npy files")
     wanted = [video_id for split in splits for video_id in dataset.splits[split]]
-    present = {video_id: load_feature_file(feature_file(folder, video_id)) for video_id in wanted
-               if feature_file(folder, video_id).is_file()}
+    files = feature_files(folder, wanted)
+    present = {video_id: load_feature_file(files[video_id]) for video_id in wanted if files[video_id].is_file()}
     if not present:
         raise CacheError(f"{folder}: no feature file for any of the {len(wanted)} videos (e.g. "
-                         f"{feature_file(folder, wanted[0]) if wanted else 'none listed'}); check --features and --dataset")
+                         f"{files[wanted[0]] if wanted else 'none listed'}); check --features and --dataset")
     missing = [video_id for video_id in wanted if video_id not in present]
     if missing:
         warnings.warn(f"{folder}: {len(missing)} of {len(wanted)} videos have no feature file "
@@ -514,12 +537,12 @@ def split_features(dataset, splits, folder, frame_features=False) -> tuple:
     first_id, first = next(iter(present.items()))
     for video_id, features in present.items():
         if frame_features and features.ndim != 2:
-            raise CacheError(f"{feature_file(folder, video_id)}: shape {features.shape}, one vector per video; the "
+            raise CacheError(f"{files[video_id]}: shape {features.shape}, one vector per video; the "
                              "attention decoder needs (T, D) per-frame features: use --decoder pooled")
         wrong_shape = features.shape[-1] != first.shape[-1] or (frame_features and features.shape != first.shape)
         if wrong_shape:
-            raise CacheError(f"{feature_file(folder, video_id)}: shape {features.shape}, but "
-                             f"{feature_file(folder, first_id).name} has {first.shape}; "
+            raise CacheError(f"{files[video_id]}: shape {features.shape}, but "
+                             f"{files[first_id].name} has {first.shape}; "
                              + ("the attention decoder needs (T, D) files of one T" if frame_features
                                 else "every file needs the same feature size D"))
     result = {}

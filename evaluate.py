@@ -8,6 +8,7 @@ Examples:
     python evaluate.py --model_path models/best.pt --data_dir data --split test --out results.json
     python evaluate.py --hyp hyp.txt --refs ref1.txt ref2.txt --out results.json
     python evaluate.py --model_path models/best.pt --data_dir data --report report.md
+    python evaluate.py --model_path runs/a/best.pt runs/b/best.pt --data_dir data     # an ensemble
 
 With --model_path, every video of the split is captioned by batched beam search (--beam_size 1:
 greedy) from the cached latents (encoded first where missing) and scored against all its references; --views K captions
@@ -20,231 +21,21 @@ of the videos (a collapsed decoder). --out keeps each caption's own CIDEr-D and 
 lists the best and worst videos with the caption beside its references.
 """
 import argparse
-import contextlib
-import functools
-import io
-import os
-import re
-import shutil
-import subprocess
 import sys
-import tempfile
 import warnings
 
 import torch
-from pycocoevalcap.bleu.bleu import Bleu
-from pycocoevalcap.cider.cider import Cider
-from pycocoevalcap.meteor.meteor import Meteor
-from pycocoevalcap.rouge.rouge import Rouge
-from pycocoevalcap.tokenizer import ptbtokenizer
 
 from annotations import add_data_arguments, load_dataset
-from checkpoint import checkpoint_digest, load_captioner, load_checkpoint
+from checkpoint import checkpoint_digest, load_captioner, load_checkpoint, model_paths
 from common import (UserError, check_outputs, check_writable, count, fail, interrupted, non_negative, one_line,
                     positive_int, resolve_device, use_warning_lines, write_json, write_text)
 from diagnostics import caption_diagnostics, collapse_warning, format_diagnostics, format_report
 from encode import split_features, split_latents
+from metrics import (METRIC_NAMES, PTB_PUNCTUATIONS, java_available, ptb_tokenize_java,  # noqa: F401 (evaluate.X users)
+                     ptb_tokenize_python, score_captions, score_captions_per_video)
 from model import caption_features
-from synthetic import load_attributes, synthetic_metrics
-
-METRIC_NAMES = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
-
-# Tokens PTBTokenizer's wrapper drops after tokenizing (pycocoevalcap/tokenizer/ptbtokenizer.py).
-# "-LRB-" and friends never match there because the tokenizer lower-cases them to "-lrb-", which stays.
-PTB_PUNCTUATIONS = ("''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-",
-                    ".", "?", "!", ",", ":", "-", "--", "...", ";")
-
-_warned_no_java = False  # "METEOR skipped" is printed once per process, not once per call
-
-
-# ----------------------------------------------------------------------------- Java detection
-
-@functools.lru_cache(maxsize=1)
-def java_available() -> bool:
-    """True when a `java` executable is on PATH and actually starts (checked once per process)."""
-    java_path = shutil.which("java")
-    if java_path is None:
-        return False
-    try:
-        completed = subprocess.run([java_path, "-version"], stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return completed.returncode == 0
-
-
-# ----------------------------------------------------------------------------- tokenization
-
-def _one_line(caption: str) -> str:
-    """Collapse all whitespace (newlines included) so one caption stays one line for the line-based tools."""
-    return " ".join(caption.split())
-
-
-def ptb_tokenize_java(captions: list[str]) -> list[str]:
-    """Tokenize with Stanford's PTBTokenizer exactly as pycocoevalcap's PTBTokenizer does.
-
-    Same jar, flags and punctuation removal as the reference wrapper, but the temporary file goes to
-    a temporary directory instead of site-packages and the tokenizer's stderr chatter is swallowed.
-    """
-    jar_path = os.path.join(os.path.dirname(os.path.abspath(ptbtokenizer.__file__)),
-                            ptbtokenizer.STANFORD_CORENLP_3_4_1_JAR)
-    with tempfile.TemporaryDirectory(prefix="ptb_tokenize_") as tmp_dir:
-        captions_path = os.path.join(tmp_dir, "captions.txt")
-        with open(captions_path, "w", encoding="utf-8") as captions_file:
-            captions_file.write("\n".join(_one_line(caption) for caption in captions))
-        completed = subprocess.run(
-            ["java", "-cp", jar_path, "edu.stanford.nlp.process.PTBTokenizer",
-             "-preserveLines", "-lowerCase", captions_path],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    if completed.returncode != 0:
-        raise RuntimeError(f"PTBTokenizer (java) failed with exit code {completed.returncode}: "
-                           f"{completed.stderr.decode(errors='replace').strip()[-500:]}")
-    token_lines = completed.stdout.decode("utf-8").split("\n")
-    if len(token_lines) != len(captions):
-        raise RuntimeError(f"PTBTokenizer returned {len(token_lines)} lines for {len(captions)} captions")
-    return [" ".join(token for token in line.rstrip().split(" ") if token not in ptbtokenizer.PUNCTUATIONS)
-            for line in token_lines]
-
-
-# Python imitation of `PTBTokenizer -preserveLines -lowerCase` (CoreNLP 3.4.1), for when Java is absent.
-# Mostly the splitting matters: quote, "." "," ":" ";" "!" "?" "-" "--" "..." tokens are dropped afterwards.
-_UNICODE_TO_ASCII = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"',
-                                   "\u2013": "--", "\u2014": "--", "\u2026": "..."})
-_BRACKET_TOKENS = {"(": "-lrb-", ")": "-rrb-", "[": "-lsb-", "]": "-rsb-", "{": "-lcb-", "}": "-rcb-"}
-_SPLIT_WORDS = {"cannot": "can not", "gonna": "gon na", "wanna": "wan na", "gotta": "got ta"}
-_LETTER = r"[^\W\d_]"
-_ALNUM = r"[^\W_]"
-_PTB_TOKEN = re.compile(rf"""
-    n't(?!{_ALNUM}) | '(?:s|m|d|ll|re|ve)(?!{_ALNUM})          # contractions: "is n't", "man 's"
-  | (?:mr|mrs|ms|dr|st|jr|sr|vs|etc)\.(?!{_ALNUM})             # abbreviations keep their period
-  | {_LETTER}(?:\.{_LETTER})+\.? | {_LETTER}\.(?!{_ALNUM})    # "u.s.", "e.g.", initials "j."
-  | (?>[+-]?\d+(?:[.,:/]\d+)*)(?!{_ALNUM}|-)                   # numbers: "1,000" "3.5" "10:30" "1/2" "+14"
-  | [#@]{_LETTER}\w*                                          # "#tag" and "@user" stay whole; "#1" splits
-  | '\d0s                                                     # "'90s"
-  | {_ALNUM}+(?=n't(?!{_ALNUM}))                               # "is" of "isn't", "ca" of "can't"
-  | {_ALNUM}\w*(?:[-/.@]\w+)*                                 # words: "t-shirt", "man/woman", "vlog_1"
-  | \.\.\. | -- | [!?]{{2,}} | `` | ''                          # multi-character punctuation tokens
-  | \S                                                         # anything else is a token by itself
-""", re.VERBOSE)
-
-
-def ptb_tokenize_python(caption: str) -> str:
-    """Imitate `PTBTokenizer -preserveLines -lowerCase` + pycocoevalcap's punctuation removal, without Java.
-
-    Matches the Java tokenizer on all but 2 of MSR-VTT's 200,000 captions; close for punctuation,
-    contractions, quotes and brackets. Used only when Java is missing.
-    """
-    text = _one_line(caption).lower().translate(_UNICODE_TO_ASCII)
-    tokens = []
-    for token in _PTB_TOKEN.findall(text):
-        token = _BRACKET_TOKENS.get(token, token)
-        tokens.extend(_SPLIT_WORDS.get(token, token).split(" "))
-    return " ".join(token for token in tokens if token not in PTB_PUNCTUATIONS and token != '"')
-
-
-def tokenize_captions(captions_by_id: dict, java: bool) -> dict:
-    """{id: [caption, ...]} -> {id: [tokenized caption, ...]}, in one Java call when java is True."""
-    flat_ids = [caption_id for caption_id, captions in captions_by_id.items() for _ in captions]
-    flat_captions = [caption for captions in captions_by_id.values() for caption in captions]
-    if java:
-        flat_tokenized = ptb_tokenize_java(flat_captions)
-    else:
-        flat_tokenized = [ptb_tokenize_python(caption) for caption in flat_captions]
-    tokenized_by_id = {caption_id: [] for caption_id in captions_by_id}
-    for caption_id, tokenized in zip(flat_ids, flat_tokenized):
-        tokenized_by_id[caption_id].append(tokenized)
-    return tokenized_by_id
-
-
-# ----------------------------------------------------------------------------- scoring
-
-def compute_meteor(references_tok: dict, predictions_tok: dict) -> float:
-    """Corpus METEOR from pycocoevalcap's Meteor wrapper; its java process is always shut down after.
-
-    pycocoevalcap 1.2's Meteor only stops the process in __del__, whose timing is up to the garbage
-    collector, so it is closed here explicitly (a second close from __del__ is harmless).
-    """
-    meteor = Meteor()
-    try:
-        score, _ = meteor.compute_score(references_tok, predictions_tok)
-    except ValueError as error:  # a dead JVM answers b"" and float() fails
-        stderr_text = b""
-        if meteor.meteor_p.poll() is not None:
-            stderr_text = meteor.meteor_p.stderr.read()
-        raise RuntimeError(f"METEOR (java) failed: {stderr_text.decode(errors='replace').strip()[-500:]}"
-                           ) from error
-    finally:
-        if meteor.lock.locked():  # compute_score raised while holding it; __del__ would block forever
-            meteor.lock.release()
-        process = meteor.meteor_p
-        if not process.stdin.closed:
-            process.stdin.close()
-        process.kill()
-        process.wait()
-        process.stdout.close()
-        process.stderr.close()
-    return float(score)
-
-
-def score_captions(predictions: dict, references: dict, java: bool | None = None, meteor: bool = True) -> dict:
-    """COCO caption metrics for {id: caption} against {id: [reference, ...]}, on pycocoevalcap's 0-1 scale.
-
-    Returns {"Bleu_1".."Bleu_4", "METEOR", "ROUGE_L", "CIDEr"} as floats; CIDEr is pycocoevalcap's
-    (CIDEr-D). java=None detects Java; without it METEOR is omitted (with a warning, once) and the
-    captions are tokenized by ptb_tokenize_python. meteor=False skips METEOR (its JVM start costs
-    seconds), as training's per-epoch validation does.
-    """
-    return score_captions_per_video(predictions, references, java, meteor)[0]
-
-
-def score_captions_per_video(predictions: dict, references: dict, java: bool | None = None,
-                             meteor: bool = True) -> tuple:
-    """score_captions' metrics, and each caption's own {"CIDEr", "Bleu_4"} by id from the same scorers' per-item
-    scores (BLEU-4 of one sentence with its own brevity penalty; CIDEr-D with the corpus document frequencies)."""
-    global _warned_no_java
-
-    if not predictions:
-        raise ValueError("no predictions to score")
-    if set(predictions) != set(references):
-        missing = sorted(map(str, set(predictions) - set(references)))[:5]
-        extra = sorted(map(str, set(references) - set(predictions)))[:5]
-        raise ValueError(f"predictions and references have different ids "
-                         f"(without references: {missing}, without prediction: {extra})")
-    for caption_id, reference_list in references.items():
-        if isinstance(reference_list, str) or not reference_list or \
-                not all(isinstance(reference, str) for reference in reference_list):
-            raise ValueError(f"references[{caption_id!r}] must be a non-empty list of strings")
-        if not isinstance(predictions[caption_id], str):
-            raise ValueError(f"predictions[{caption_id!r}] must be a string")
-    turned_off = java is False
-    if java is None:
-        java = java_available()
-    if not java and meteor and not _warned_no_java:
-        reason = "Java not used (--java no)" if turned_off else "Java not found"
-        warnings.warn(f"METEOR skipped: {reason} (BLEU/ROUGE_L/CIDEr use a Python PTB-style tokenizer)",
-                      RuntimeWarning, stacklevel=2)
-        _warned_no_java = True
-
-    ids = list(predictions)  # one order for both dicts; the scorers iterate over gts.keys()
-    tokenized = tokenize_captions({**{("hyp", i): [predictions[i]] for i in ids},
-                                   **{("ref", i): list(references[i]) for i in ids}}, java)
-    predictions_tok = {i: tokenized[("hyp", i)] for i in ids}
-    references_tok = {i: tokenized[("ref", i)] for i in ids}
-
-    metrics = {}
-    with contextlib.redirect_stdout(io.StringIO()):  # the scorers print progress on stdout
-        bleu_scores, bleu_per_item = Bleu(4).compute_score(references_tok, predictions_tok, verbose=0)
-        for n, bleu in enumerate(bleu_scores, start=1):
-            metrics[f"Bleu_{n}"] = float(bleu)
-        if java and meteor:
-            metrics["METEOR"] = compute_meteor(references_tok, predictions_tok)
-        rouge_score, _ = Rouge().compute_score(references_tok, predictions_tok)
-        metrics["ROUGE_L"] = float(rouge_score)
-        cider_score, cider_per_item = Cider().compute_score(references_tok, predictions_tok)
-        metrics["CIDEr"] = float(cider_score)
-    per_video = {i: {"CIDEr": float(cider), "Bleu_4": float(bleu)}  # both lists follow the order of ids
-                 for i, cider, bleu in zip(ids, cider_per_item, bleu_per_item[3])}
-    return metrics, per_video
+from synthetic_scoring import load_attributes, synthetic_metrics
 
 
 def format_table(metrics: dict) -> str:
@@ -366,7 +157,10 @@ def evaluate_checkpoint(args, java=None) -> dict:
     """Caption every video of a split with a checkpoint and score it: the result dict --out writes, with the
     checkpoint's digest, which export.py checks before it puts the scores in a model card."""
     device = resolve_device(args.device)
-    checkpoint = load_checkpoint(args.model_path)
+    paths = model_paths(args.model_path)
+    args.model_path = paths[0] if len(paths) == 1 else " + ".join(map(str, paths))  # as messages name it
+    checkpoints = [load_checkpoint(path) for path in paths]
+    checkpoint = checkpoints[0]
     same_data_as_training(args, checkpoint)
     record = checkpoint["encoder"]
     if (record.get("kind") == "features") != bool(args.features):
@@ -376,8 +170,8 @@ def evaluate_checkpoint(args, java=None) -> dict:
     dataset = load_dataset(args, check_videos=not args.features)
     check_outputs([("--out", getattr(args, "out", "")), ("--report", getattr(args, "report", ""))],
                   [("the annotations", source) for source in dataset.sources])
-    encoder, decoder, tokenizer, _ = load_captioner(checkpoint, device, args.xclip_model,
-                                                    with_encoder=not args.features)
+    encoder, decoder, tokenizer, _ = load_captioner(checkpoints, device, args.xclip_model,
+                                                    with_encoder=not args.features, names=paths)
     video_ids, features = split_inputs(args, checkpoint, dataset, decoder, encoder)
     warn_absurd_features(video_ids, features, decoder)
     features = control_features(torch.from_numpy(features).to(device), args.control)
@@ -393,8 +187,9 @@ def evaluate_checkpoint(args, java=None) -> dict:
     records = [{"video_id": vid, "caption": predictions[vid], "references": references[vid],
                 "scores": per_video[vid]} for vid in video_ids]
     return {"metrics": metrics, "diagnostics": caption_diagnostics(predictions, references, training_captions),
-            "predictions": records, "split": args.split, "model_path": str(args.model_path),
-            "checkpoint_digest": checkpoint_digest(checkpoint),
+            "predictions": records, "split": args.split,
+            "model_path": str(paths[0]) if len(paths) == 1 else [str(path) for path in paths],
+            "checkpoint_digest": "+".join(checkpoint_digest(member) for member in checkpoints),
             "control": args.control, "views": args.views,
             "decoding": {"beam_size": args.beam_size, "length_penalty": args.length_penalty, "max_len": args.max_len}}
 
@@ -408,9 +203,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--refs", nargs="+", default=[],
                         help="reference files, line-aligned with --hyp: line i of each is a reference for "
                              "hypothesis i")
-    parser.add_argument("--model_path", default="",
+    parser.add_argument("--model_path", nargs="+", default=[],
                         help="checkpoint to evaluate (checkpoint mode): a .pt from train.py, a folder from "
-                             "export.py, or a Hub repo id (user/name); captions every video of --split")
+                             "export.py, or a Hub repo id (user/name); captions every video of --split. Several: "
+                             "an ensemble (same tokenizer and encoder) decoding with the mean of their "
+                             "log-probabilities at every step")
     add_data_arguments(parser)
     parser.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to caption")
     parser.add_argument("--xclip_model", default=None,
@@ -477,7 +274,8 @@ def run(args) -> dict:
     check_writable(args.out, "--out")
     check_writable(args.report, "--report")
     check_outputs([("--out", args.out), ("--report", args.report)],
-                  [("--hyp", args.hyp), *[("--refs", refs) for refs in args.refs], ("--model_path", args.model_path),
+                  [("--hyp", args.hyp), *[("--refs", refs) for refs in args.refs],
+                   *[("--model_path", path) for path in model_paths(args.model_path)],
                    ("--annotations", args.annotations), ("--features", args.features),
                    ("--xclip_model", args.xclip_model)])
     if args.model_path and (args.hyp or args.refs):

@@ -19,9 +19,9 @@ from pathlib import Path
 from huggingface_hub import HfApi, ModelCardData
 
 from checkpoint import (CONFIG_FILE, FOLDER_FILES, TOKENIZER_FILE, WEIGHTS_FILE, checkpoint_digest, is_repo_id,
-                        load_checkpoint, save_folder, shareable_args, written_by_export)
+                        load_checkpoint, save_folder, scst_record, shareable_args, written_by_export)
 from common import UserError, check_output_folder, check_outputs, fail, one_line, use_warning_lines
-from evaluate import METRIC_NAMES
+from metrics import METRIC_NAMES
 
 SHARED_FILES = FOLDER_FILES + ("README.md",)
 METRIC_LABELS = {"Bleu_1": "BLEU-1", "Bleu_2": "BLEU-2", "Bleu_3": "BLEU-3", "Bleu_4": "BLEU-4",
@@ -34,8 +34,9 @@ DATASET_NAMES = {"msrvtt": "MSR-VTT", "msvd": "MSVD", "vatex": "VATEX"}
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model_path", default="models/best.pt",
-                        help="what to export: a checkpoint from train.py (or an exported folder, or a Hub repo id)")
+    parser.add_argument("--model_path", nargs="+", default=["models/best.pt"],
+                        help="what to export: a checkpoint from train.py (or an exported folder, or a Hub repo id); "
+                             "one: an ensemble is shared as its members' folders")
     parser.add_argument("--out_dir", required=True,
                         help="folder to write model.safetensors, config.json, tokenizer.model and README.md into")
     parser.add_argument("--results", default="",
@@ -202,10 +203,19 @@ def training(checkpoint: dict, log: list) -> str:
     text = (f"## Training\n\nCross-entropy on the training split's captions from cached X-CLIP latents (the encoder "
             f"stays frozen), for up to {args.get('epochs', '?')} epochs ({settings}). The exported weights are "
             f"those of epoch {epoch}{', the best validation CIDEr' if best else ''}.\n")
+    scst = scst_record(checkpoint)
+    if scst:
+        baseline = ("the mean reward of the video's other samples" if scst["baseline"] == "mean"
+                    else "the reward of its greedy caption")
+        text += (f"\nThen fine-tuned by self-critical sequence training (SCST) after epoch {scst['after_epoch']}: "
+                 f"{scst['samples']} captions sampled per video and rewarded by {scst['reward']}, against "
+                 f"{baseline}, learning rate {scst['learning_rate']}"
+                 + (f", cross-entropy weight {scst['ce_weight']}" if scst.get("ce_weight") else "")
+                 + (f", entropy bonus {scst['entropy']}" if scst.get("entropy") else "") + ".\n")
     if log:
         minutes = sum(record.get("seconds", 0) for record in log) / 60
         rows = [f"| {record['epoch']}{' (exported)' if record['epoch'] == epoch else ''} | "
-                f"{record.get('train_loss', float('nan')):.3f} | {record.get('val_loss', float('nan')):.3f} | "
+                f"{train_cell(record)} | {record.get('val_loss', float('nan')):.3f} | "
                 f"{100 * record.get('val', {}).get('Bleu_4', float('nan')):.1f} | "
                 f"{100 * record.get('val', {}).get('CIDEr', float('nan')):.1f} |" for record in log]
         text += ("\n| epoch | train loss | val loss | val BLEU-4 | val CIDEr |\n|---|---:|---:|---:|---:|\n"
@@ -213,6 +223,14 @@ def training(checkpoint: dict, log: list) -> str:
     argument_rows = "\n".join(f"| `{key}` | `{json.dumps(args[key])}` |" for key in sorted(args))
     return text + ("\n<details><summary>All training arguments (those naming local files left out)</summary>\n\n"
                    f"| argument | value |\n|---|---|\n{argument_rows}\n\n</details>\n")
+
+
+def train_cell(record: dict) -> str:
+    """An epoch's training figure in the card's table: its loss, or for an SCST epoch its mean reward."""
+    if "scst" in record:
+        return f"SCST reward {record['scst'].get('reward', float('nan')):.3f}"
+    loss = record.get("train_loss")
+    return "" if loss is None else f"{loss:.3f}"
 
 
 def scores(checkpoint: dict, results: dict | None, model_id: str) -> str:
@@ -287,6 +305,11 @@ def push_to_hub(folder: Path, repo_id: str, private: bool) -> str:
 def main(args) -> int:
     use_warning_lines()
     try:
+        paths = [args.model_path] if isinstance(args.model_path, str) else list(args.model_path)
+        if len(paths) > 1:
+            raise UserError(f"--model_path: {len(paths)} checkpoints; a folder holds one decoder, so export each member "
+                            "of an ensemble to its own folder and pass them all to evaluate.py or inference.py")
+        args.model_path = paths[0]
         if args.push_to_hub and not is_repo_id(args.push_to_hub):
             raise UserError(f"--push_to_hub {args.push_to_hub}: not a Hub repo id; pass user/name")
         out_dir = Path(args.out_dir)

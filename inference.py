@@ -29,8 +29,10 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--video_path", nargs="+", required=True, help="video files, folders or glob patterns")
-    parser.add_argument("--model_path", default="models/best.pt",
-                        help="checkpoint written by train.py, a folder written by export.py, or a Hub repo id (user/name)")
+    parser.add_argument("--model_path", nargs="+", default=["models/best.pt"],
+                        help="checkpoint written by train.py, a folder written by export.py, or a Hub repo id "
+                             "(user/name); several: an ensemble (same tokenizer and encoder) decoding with the mean "
+                             "of their log-probabilities at every step")
     parser.add_argument("--tokenizer_path", default=None,
                         help="only to check against the checkpoint's own tokenizer (it is stored inside)")
     parser.add_argument("--xclip_model", default=None,
@@ -329,7 +331,7 @@ def main(args) -> int:
         check_writable(args.srt, "--srt")
         check_writable(args.vtt, "--vtt")
         check_outputs([("--srt", args.srt), ("--vtt", args.vtt)],
-                      [("--video_path", path) for path in paths] + [("--model_path", args.model_path),
+                      [("--video_path", path) for path in paths] + [*[("--model_path", path) for path in args.model_path],
                        ("--tokenizer_path", args.tokenizer_path), ("--xclip_model", args.xclip_model)])
         captioner = load_captioner(args.model_path, resolve_device(args.device), args.xclip_model,
                                    args.tokenizer_path)

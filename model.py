@@ -318,8 +318,41 @@ class CaptionDecoder(nn.Module):
         return F.log_softmax(self.head(outputs[:, 0]).float(), dim=-1), state
 
 
+class Ensemble(nn.Module):
+    """Several trained decoders as one: step() takes the mean of their log-probabilities (renormalised), so greedy,
+    beam search and sampling decode an ensemble with their own code. The members share the tokenizer's ids and
+    read the same kind of features (latents, or frame features); their sizes may differ."""
+
+    def __init__(self, decoders):
+        super().__init__()
+        first = decoders[0].config
+        for decoder in decoders[1:]:
+            config = decoder.config
+            if (config.vocab_size, config.pad_id, config.bos_id, config.eos_id, config.uses_frames) != \
+                    (first.vocab_size, first.pad_id, first.bos_id, first.eos_id, first.uses_frames):
+                raise ValueError("ensemble members must share the vocabulary and read the same kind of features")
+        self.members = nn.ModuleList(decoders)
+        self.config = first
+
+    def init_state(self, features):
+        """Raw features -> one decoding state per member."""
+        return EnsembleState(member.init_state(features) for member in self.members)
+
+    def step(self, tokens, state):
+        """tokens (B,) -> log of the members' geometric-mean distribution (B, V), next states."""
+        steps = [member.step(tokens, member_state) for member, member_state in zip(self.members, state)]
+        mean = torch.stack([log_probs for log_probs, _ in steps]).mean(0)  # (B, V)
+        return F.log_softmax(mean, dim=-1), EnsembleState(member_state for _, member_state in steps)
+
+
+class EnsembleState(tuple):
+    """The decoding states of an Ensemble's members, one per member."""
+
+
 def select_state(state, index):
-    """Pick rows `index` (N,) of a decoding state along its batch dimension."""
+    """Pick rows `index` (N,) of a decoding state (or of each of an ensemble's states) along its batch dimension."""
+    if isinstance(state, EnsembleState):
+        return EnsembleState(select_state(member_state, index) for member_state in state)
     h, c, features = state
     return h[:, index], c[:, index], features[index]
 

@@ -12,6 +12,11 @@ Under `torchrun --nproc_per_node N train.py ...` it trains with DistributedDataP
 gloo on CPU): each rank encodes its shard of the missing videos, takes its slice of every global
 batch, and rank 0 validates and writes the files.
 
+--scst_epochs N then fine-tunes the best epoch by self-critical sequence training (SCST): K captions sampled per
+video, each rewarded by its CIDEr-D against the video's references (metrics.CiderD, document frequencies of the
+training references), less the mean reward of the video's other samples (or of its greedy caption); best.pt moves
+only when val CIDEr beats the cross-entropy best. --init CKPT --epochs 0 fine-tunes a finished run's checkpoint.
+
 --views K trains on K cached samplings per video, one drawn per video each epoch (seeded by the epoch,
 so --resume stays exact); validation averages them. --decoder attention trains the decoder that
 attends over X-CLIP's per-frame features (cached beside the latents) instead of the pooled latent.
@@ -30,16 +35,22 @@ import numpy as np
 import sentencepiece as spm
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 
 from annotations import add_data_arguments, load_dataset, normalize_caption
 from checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
-from common import (DEFAULT_XCLIP, UserError, check_output_folder, check_outputs, count, fail, fraction,
+from common import (DEFAULT_XCLIP, UserError, bounded, check_output_folder, check_outputs, count, fail, fraction,
                     gpu_has_native_bf16, interrupted, non_negative, one_line, positive_float, positive_int,
                     progress_bar, resolve_device, set_device, use_warning_lines, write_text)
 from curves import TENSORBOARD_MISSING, add_scalars, open_tensorboard, redraw, tensorboard_available
 from encode import load_encoder, split_features, split_latents
-from evaluate import score_captions
-from model import CaptionDecoder, DecoderConfig, caption_features
+from metrics import CiderD, ptb_tokenize_python, score_captions, tokenize_captions
+from model import CaptionDecoder, DecoderConfig, caption_features, greedy, sample
+
+
+def at_least_two(text: str) -> int:
+    """argparse type: an integer of at least 2 (samples per video: each is compared with the others)."""
+    return bounded(int, text, low=2)
 
 
 def parse_args(argv=None):
@@ -74,7 +85,8 @@ def parse_args(argv=None):
                             "per-frame features at every step")
     model.add_argument("--attention_dim", type=positive_int, default=256, help="attention hidden size (--decoder attention)")
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--epochs", type=positive_int, default=20, help="maximum epochs")
+    optim.add_argument("--epochs", type=count, default=20,
+                       help="maximum cross-entropy epochs (0 = none: self-critical training of --init alone)")
     optim.add_argument("--batch_size", type=positive_int, default=128, help="captions per batch (global, under torchrun)")
     optim.add_argument("--learning_rate", type=positive_float, default=1e-3, help="peak AdamW learning rate")
     optim.add_argument("--weight_decay", type=non_negative, default=0.01, help="AdamW weight decay")
@@ -84,12 +96,34 @@ def parse_args(argv=None):
     optim.add_argument("--grad_clip", type=non_negative, default=1.0, help="max gradient norm (0 = off)")
     optim.add_argument("--label_smoothing", type=fraction, default=0.1, help="label smoothing of the loss")
     optim.add_argument("--patience", type=count, default=5, help="stop after this many epochs without a better val CIDEr (0 = never)")
-    optim.add_argument("--length_buckets", action=argparse.BooleanOptionalAction, default=True,
+    optim.add_argument("--length_buckets", action=argparse.BooleanOptionalAction, default=False,
                        help="batch captions of similar length together (shuffled pools of batches, sorted by length, "
-                            "batches in random order), so that little of a batch is padding")
+                            "batches in random order), so that little of a batch is padding: faster, but lower test "
+                            "CIDEr on real features (docs/scst.md)")
     optim.add_argument("--bf16", default="auto", choices=["auto", "on", "off"],
                        help="bf16 autocast of the decoder: auto = on a GPU and on CPUs with native bf16 "
                             "(AVX512-BF16 or AMX), off elsewhere")
+    scst = parser.add_argument_group("self-critical sequence training (SCST, after the cross-entropy epochs)")
+    scst.add_argument("--scst_epochs", type=count, default=0,
+                      help="SCST epochs after the cross-entropy ones, starting from the best of them (best.pt), or "
+                           "from --init with --epochs 0; best.pt is replaced only by a better val CIDEr (0 = no SCST)")
+    scst.add_argument("--init", default=None,
+                      help="start from this train.py checkpoint's decoder weights (same tokenizer and decoder flags) "
+                           "instead of a fresh decoder; with --epochs 0 --scst_epochs N: fine-tune it by SCST")
+    scst.add_argument("--scst_samples", type=at_least_two, default=5,
+                      help="captions sampled per video (temperature 1, the full vocabulary), each rewarded by its "
+                           "CIDEr-D against all of the video's references")
+    scst.add_argument("--scst_baseline", default="mean", choices=["mean", "greedy"],
+                      help="what a sample's reward is compared with: mean = the mean reward of the video's other "
+                           "samples; greedy = the reward of the video's greedy caption")
+    scst.add_argument("--scst_batch_size", type=positive_int, default=16,
+                      help="videos per SCST step (global, under torchrun); each gives --scst_samples captions")
+    scst.add_argument("--scst_learning_rate", type=positive_float, default=5e-5, help="constant AdamW learning rate of SCST")
+    scst.add_argument("--scst_ce_weight", type=non_negative, default=0.0,
+                      help="weight of the cross-entropy loss on one reference caption per video, added to the "
+                           "policy-gradient loss (0 = pure SCST)")
+    scst.add_argument("--scst_entropy", type=non_negative, default=0.0,
+                      help="weight of an entropy bonus on the sampled captions' tokens (0 = none)")
     run = parser.add_argument_group("run")
     run.add_argument("--beam_size", type=positive_int, default=3, help="beam size for validation captions")
     run.add_argument("--val_videos", type=count, default=0, help="caption only the first N val videos for CIDEr (0 = all)")
@@ -350,12 +384,16 @@ def run_epoch(model, features, video_index, rows, batch_size, device, optimizer=
     return total_loss / max(1, total_count)
 
 
+def validation_loss(decoder, features, val: Split, batch_size, device, bf16) -> float:
+    """Mean teacher-forced loss on every val caption, in eval mode and without gradients."""
+    with torch.no_grad():
+        return run_epoch(decoder, features, val.video_index, val.rows, batch_size, device, desc="val loss", bf16=bf16)
+
+
 def validate(decoder, tokenizer, val: Split, features, references, args, device):
     """Validation loss (teacher forcing) on every val caption, and caption metrics (beam search, all references,
     no METEOR) on the videos in `references`."""
-    with torch.no_grad():
-        loss = run_epoch(decoder, features, val.video_index, val.rows, args.batch_size, device, desc="val loss",
-                         bf16=use_bf16(args.bf16, device))
+    loss = validation_loss(decoder, features, val, args.batch_size, device, use_bf16(args.bf16, device))
     position = {video_id: row for row, video_id in enumerate(val.video_ids)}
     video_ids = list(references)
     rows = torch.tensor([position[video_id] for video_id in video_ids], device=features.device)
@@ -363,6 +401,148 @@ def validate(decoder, tokenizer, val: Split, features, references, args, device)
     # No JVM per epoch: the Python PTB tokenizer (equal to Java's on all but 2 of MSR-VTT's 200k captions), no METEOR.
     metrics = score_captions(dict(zip(video_ids, captions)), references, java=False, meteor=False)
     return loss, metrics, captions
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Self-critical sequence training: sampled captions rewarded by CIDEr-D, against a baseline
+
+REWARD = "CIDEr-D (pycocoevalcap's, PTB-style tokens, document frequencies of the training references)"
+
+
+class CaptionReward:
+    """CIDEr-D of sampled token ids against a video's references, with the training split's document
+    frequencies (computed once): the metric validation and evaluate.py report, on the same tokens."""
+
+    def __init__(self, tokenizer, references: dict):
+        self.tokenizer = tokenizer
+        self.cider = CiderD(tokenize_captions(references, java=False))
+        self.seconds = 0.0  # time spent scoring, for the benchmark
+
+    def __call__(self, video_ids: list, caption_ids: list) -> torch.Tensor:
+        started = time.perf_counter()
+        captions = [ptb_tokenize_python(text) for text in self.tokenizer.decode(caption_ids)]
+        rewards = torch.tensor(self.cider.scores(video_ids, captions), dtype=torch.float32)
+        self.seconds += time.perf_counter() - started
+        return rewards
+
+
+def sequence_rows(caption_ids: list, config, max_len: int) -> torch.Tensor:
+    """Decoded token ids -> (N, T + 1) rows BOS, ids, EOS (left out when the caption ran to max_len), padding."""
+    rows = torch.full((len(caption_ids), max_len + 1), config.pad_id, dtype=torch.long)
+    for row, ids in zip(rows, caption_ids):
+        ids = [config.bos_id] + ids + ([config.eos_id] if len(ids) < max_len else [])
+        row[: len(ids)] = torch.tensor(ids)
+    length = int((rows != config.pad_id).sum(1).max())
+    return rows[:, :length]
+
+
+def scst_loss(run, features, videos, global_videos: int, sample_seed: int) -> tuple:
+    """The SCST loss of one rank's videos (their rows in the training split): sample --scst_samples captions per
+    video, reward each, subtract the baseline, and weigh each caption's log-probability by that advantage
+    (plus the CE and entropy terms when asked). Scaled so that DDP's average over ranks is the loss of the global
+    batch of global_videos. Returns (loss, rewards (B, K), baselines (B, K))."""
+    args, decoder = run.args, run.decoder
+    config, samples = decoder.config, args.scst_samples
+    video_ids = [run.data.train.video_ids[index] for index in videos.tolist()]
+    video_features = features[videos.to(features.device)]  # (B, D) or (B, F, D)
+    repeated = video_features.repeat_interleave(samples, dim=0)  # (B*K, ...)
+    caption_ids = sample(decoder, repeated, max_len=args.max_len, temperature=1.0, seed=sample_seed)
+    rewards = run.reward([vid for vid in video_ids for _ in range(samples)], caption_ids).view(-1, samples)  # (B, K)
+    if args.scst_baseline == "greedy":
+        baselines = run.reward(video_ids, greedy(decoder, video_features, args.max_len))[:, None].expand_as(rewards)
+    else:  # the mean of the other samples of the same video
+        baselines = (rewards.sum(1, keepdim=True) - rewards) / (samples - 1)
+    rows = sequence_rows(caption_ids, config, args.max_len)  # (B*K, T + 1)
+    inputs = repeated
+    if args.scst_ce_weight:  # one reference caption per video, teacher-forced in the same forward pass
+        references = run.reference_rows(videos, sample_seed)  # (B, T' + 1)
+        width = max(rows.size(1), references.size(1))
+        rows = torch.cat([F.pad(rows, (0, width - rows.size(1)), value=config.pad_id),
+                          F.pad(references, (0, width - references.size(1)), value=config.pad_id)])
+        inputs = torch.cat([repeated, video_features])
+    rows = rows.to(run.device)
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=use_bf16(args.bf16, run.device)):
+        logits, _ = run.model(inputs, rows[:, :-1])  # (N, T, V)
+    log_probs = F.log_softmax(logits.float(), dim=-1)
+    targets = rows[:, 1:]
+    mask = (targets != config.pad_id).float()  # (N, T)
+    sampled = len(caption_ids)
+    token_log_probs = log_probs[:sampled].gather(-1, targets[:sampled, :, None])[..., 0] * mask[:sampled]
+    advantage = (rewards - baselines).view(-1).to(run.device)  # (B*K,)
+    per_caption = run.world_size / (global_videos * samples)  # a mean over the global batch's captions
+    loss = -(advantage * token_log_probs.sum(1)).sum() * per_caption
+    if args.scst_entropy:
+        entropy = -(log_probs[:sampled].exp() * log_probs[:sampled]).sum(-1) * mask[:sampled]  # (B*K, T)
+        loss = loss - args.scst_entropy * entropy.sum() * per_caption
+    if args.scst_ce_weight:
+        reference_loss = F.cross_entropy(logits[sampled:].flatten(0, 1).float(), targets[sampled:].flatten(),
+                                          ignore_index=config.pad_id, label_smoothing=config.label_smoothing)
+        loss = loss + args.scst_ce_weight * reference_loss * len(videos) * run.world_size / global_videos
+    return loss, rewards, baselines
+
+
+def scst_epoch(run, epoch: int, features) -> dict:
+    """One SCST epoch over the training videos in batches of --scst_batch_size (shuffled by (seed, epoch), the
+    samples seeded by (seed, epoch, step, rank): a resumed run repeats it exactly). Under torchrun every rank
+    samples its slice of each global batch. Returns the epoch's {"reward", "baseline"} means (rank 0's videos)
+    and the seconds spent computing rewards."""
+    args = run.args
+    run.model.eval()  # sampled and scored without dropout: the gradient is that of the policy that sampled
+    generator = torch.Generator().manual_seed(args.seed * 100003 + epoch)
+    batches = torch.randperm(len(run.data.train.video_ids), generator=generator).split(args.scst_batch_size)
+    reward_sum = baseline_sum = 0.0
+    count = 0
+    run.reward.seconds = 0.0
+    bar = progress_bar(batches, desc=f"scst {epoch + 1}", unit="batch", leave=False, dynamic_ncols=True,
+                       disable=run.rank != 0)
+    for step, global_batch in enumerate(bar):
+        videos, scale = global_batch[run.rank::run.world_size], 1.0
+        if len(videos) == 0:  # fewer videos than ranks: join the gradient sync with zero weight
+            videos, scale = global_batch[:1], 0.0
+        seed = ((args.seed * 100003 + epoch) * 100003 + step) * 1009 + run.rank
+        loss, rewards, baselines = scst_loss(run, features, videos, len(global_batch), seed)
+        run.optimizer.zero_grad(set_to_none=True)
+        (loss * scale).backward()
+        if args.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(run.model.parameters(), args.grad_clip)
+        run.optimizer.step()
+        run.scheduler.step()
+        reward_sum += float(rewards.sum()) * scale
+        baseline_sum += float(baselines.sum()) * scale
+        count += rewards.numel() * int(scale)
+        bar.set_postfix(reward=f"{reward_sum / max(1, count):.3f}")
+    return {"reward": reward_sum / max(1, count), "baseline": baseline_sum / max(1, count),
+            "reward_seconds": run.reward.seconds}
+
+
+def scst_optimizer(args, decoder):
+    """AdamW at the constant --scst_learning_rate (a scheduler too, so that checkpoints keep one shape)."""
+    optimizer = torch.optim.AdamW(decoder.parameters(), lr=args.scst_learning_rate, weight_decay=0.0)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def start_scst(run, epoch: int) -> None:
+    """Switch the run to SCST after `epoch` epochs: the best cross-entropy weights (best.pt of this run; the --init
+    weights with --epochs 0), a fresh optimiser, and the reward over the training references."""
+    best = Path(run.args.out_dir) / "best.pt"
+    if run.args.epochs and best.is_file():
+        run.decoder.load_state_dict(load_checkpoint(best)["decoder"])
+    run.optimizer, run.scheduler = scst_optimizer(run.args, run.decoder)
+    run.scst_from = epoch
+    ensure_reward(run)
+    if run.rank == 0:
+        started = f"epoch {epoch}'s best.pt" if run.args.epochs else run.args.init
+        print(f"SCST from {started}: {run.args.scst_samples} samples per video, {run.args.scst_baseline} baseline, "
+              f"reward {REWARD}", flush=True)
+
+
+def ensure_reward(run) -> None:
+    """The reward and each video's reference rows, made once when SCST starts or resumes."""
+    if run.reward is not None:
+        return
+    train = run.data.train
+    run.reward = CaptionReward(run.data.tokenizer, {vid: run.data.captions[vid] for vid in train.video_ids})
+    run.captions_of_video = [np.flatnonzero(train.video_index == index) for index in range(len(train.video_ids))]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -405,24 +585,34 @@ def cache_barrier():
     return barrier
 
 
-def restore(resume, decoder, optimizer, scheduler, out_dir) -> tuple:
-    """Load last.pt's weights and optimiser state: (epochs done, best val CIDEr, epochs without improvement)."""
+def check_same_decoder(config: dict, decoder, path) -> None:
+    """CheckpointError unless a checkpoint's decoder config equals the decoder the flags build."""
+    if DecoderConfig(**config) == decoder.config:
+        return
+    ours = asdict(decoder.config)
+    differ = [f"{key} {value} (now {ours.get(key)})" for key, value in config.items() if ours.get(key) != value]
+    raise CheckpointError(f"{path}: trained with other decoder settings ({', '.join(differ[:4])}); "
+                          "pass the flags it was trained with, or another --out_dir")
+
+
+def restore(resume, run) -> tuple:
+    """Load last.pt's weights and optimiser state (SCST's, when it stopped during SCST): (epochs done, best val
+    CIDEr, epochs without improvement)."""
     if resume is None:
         return 0, -1.0, 0
-    if DecoderConfig(**resume["decoder_config"]) != decoder.config:
-        ours = asdict(decoder.config)
-        differ = [f"{key} {value} (now {ours.get(key)})" for key, value in resume["decoder_config"].items()
-                  if ours.get(key) != value]
-        raise CheckpointError(f"{out_dir / 'last.pt'}: trained with other decoder settings ({', '.join(differ[:4])}); "
-                              "pass the flags it was trained with, or another --out_dir")
-    decoder.load_state_dict(resume["decoder"])
-    optimizer.load_state_dict(resume["optimizer"])
-    scheduler.load_state_dict(resume["scheduler"])
+    check_same_decoder(resume["decoder_config"], run.decoder, Path(run.args.out_dir) / "last.pt")
+    run.decoder.load_state_dict(resume["decoder"])
+    run.scst_from = resume.get("scst_from")
+    if run.scst_from is not None:
+        run.optimizer, run.scheduler = scst_optimizer(run.args, run.decoder)
+        ensure_reward(run)
+    run.optimizer.load_state_dict(resume["optimizer"])
+    run.scheduler.load_state_dict(resume["scheduler"])
     return resume["epoch"], resume["best_cider"], resume["bad_epochs"]
 
 
 def keep_log_until(log_path, epoch):
-    """Drop log.jsonl lines after `epoch` (0 = start afresh), so a resumed run never repeats an epoch's line."""
+    """Drop log.jsonl lines after `epoch` (-1 = start afresh), so a resumed run never repeats an epoch's line."""
     if not log_path.exists():
         return
     records = [line for line in log_path.read_text().splitlines() if line.strip()]
@@ -443,71 +633,157 @@ def save_epoch(out_dir, payload, improved):
                         "checkpoint is kept; free space and rerun with --resume") from None
 
 
-def end_epoch(args, data, val_features, decoder, optimizer, scheduler, epoch, train_loss, started, best, device,
-              tensorboard=None):
+@dataclass
+class Run:
+    """What every epoch of a training run shares: flags, data, the decoder (and its DDP wrapper), the optimiser,
+    the process's place under torchrun, the features on the device, and, once SCST starts, its reward."""
+
+    args: argparse.Namespace
+    data: TrainingData
+    decoder: CaptionDecoder
+    model: torch.nn.Module        # the decoder, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    rank: int
+    world_size: int
+    device: torch.device
+    train_features: torch.Tensor
+    val_features: torch.Tensor
+    tensorboard: object = None
+    scst_from: int | None = None  # epochs done when SCST began (None: cross-entropy epochs)
+    reward: CaptionReward | None = None
+    captions_of_video: list | None = None
+
+    def reference_rows(self, videos, seed) -> torch.Tensor:
+        """One caption row of each video (rows of the training split), drawn by seed, trimmed of padding."""
+        rng = np.random.default_rng(seed)
+        picked = [int(rng.choice(self.captions_of_video[index])) for index in videos.tolist()]
+        rows = torch.from_numpy(self.data.train.rows[picked])
+        return rows[:, : int((rows != self.decoder.config.pad_id).sum(1).max())]
+
+    @property
+    def total_epochs(self) -> int:
+        return self.args.epochs + self.args.scst_epochs if self.scst_from is None else \
+            self.scst_from + self.args.scst_epochs
+
+    def scst_record(self) -> dict:
+        """What the checkpoint and the model card say about SCST."""
+        return {"after_epoch": self.scst_from, "reward": REWARD, "samples": self.args.scst_samples,
+                "baseline": self.args.scst_baseline, "learning_rate": self.args.scst_learning_rate,
+                "ce_weight": self.args.scst_ce_weight, "entropy": self.args.scst_entropy,
+                "init": self.args.init if not self.args.epochs else None}
+
+
+def end_epoch(run: Run, epoch: int, record: dict, best: tuple) -> tuple:
     """Rank 0 after an epoch: validate, write log.jsonl, best.pt and last.pt, redraw curves.png (and the
-    TensorBoard scalars), print the epoch's line. best is (best val CIDEr, epochs without improvement); returns it
-    updated."""
+    TensorBoard scalars), print the epoch's line. record holds the epoch's training figures; best is (best val
+    CIDEr, epochs without improvement); returns it updated."""
+    args, data = run.args, run.data
     caption_ids = data.val.video_ids[: args.val_videos] if args.val_videos else data.val.video_ids
     references = {vid: data.captions[vid] for vid in caption_ids}
-    val_loss, metrics, captions = validate(decoder, data.tokenizer, data.val, val_features,
-                                           references, args, device)
+    val_loss, metrics, captions = validate(run.decoder, data.tokenizer, data.val, run.val_features, references, args,
+                                           run.device)
     improved = metrics["CIDEr"] > best[0]
     best = (metrics["CIDEr"], 0) if improved else (best[0], best[1] + 1)
-    record = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val": metrics,
-              "lr": scheduler.get_last_lr()[0], "seconds": time.time() - started}
-    training_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                      "best_cider": best[0], "bad_epochs": best[1]}
-    payload = make_checkpoint(decoder, data.tokenizer_proto, data.encoder_meta, vars(args), record, epoch + 1,
+    seconds = time.time() - record.pop("started")
+    record = {"epoch": epoch + 1, **record, "val_loss": val_loss, "val": metrics,
+              "lr": run.scheduler.get_last_lr()[0], "seconds": seconds}
+    training_state = {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+                      "best_cider": best[0], "bad_epochs": best[1], "scst_from": run.scst_from,
+                      "scst": run.scst_record() if run.scst_from is not None and epoch + 1 > run.scst_from else None}
+    payload = make_checkpoint(run.decoder, data.tokenizer_proto, data.encoder_meta, vars(args), record, epoch + 1,
                               training_state, data=data.data_record)
     save_epoch(Path(args.out_dir), payload, improved)
     redraw(args.out_dir)
-    if tensorboard is not None:
-        add_scalars(tensorboard, record)
-    print(f"epoch {epoch + 1}/{args.epochs}: train loss {train_loss:.3f}, val loss {val_loss:.3f}, "
+    if run.tensorboard is not None:
+        add_scalars(run.tensorboard, record)
+    if "scst" in record:
+        trained = f"reward {record['scst']['reward']:.3f} (baseline {record['scst']['baseline']:.3f})"
+    else:
+        trained = f"{args.init} as it is" if record["train_loss"] is None else f"train loss {record['train_loss']:.3f}"
+    print(f"epoch {epoch + 1}/{run.total_epochs}: {trained}, val loss {val_loss:.3f}, "
           f"val CIDEr {metrics['CIDEr']:.3f}, BLEU-4 {metrics['Bleu_4']:.3f}{' (best)' if improved else ''}, "
           f"{record['seconds']:.0f}s  e.g. \"{captions[0]}\"", flush=True)
     return best
 
 
-def train(args, data: TrainingData, decoder, rank, world_size, device) -> None:
-    """The epoch loop: train on every caption, then (rank 0) validate and save; early stop after --patience."""
-    out_dir = Path(args.out_dir)
+def train_epoch(run: Run, epoch: int, features) -> dict:
+    """One cross-entropy epoch over every training caption: {"train_loss"}."""
+    args = run.args
+    generator = torch.Generator().manual_seed(args.seed * 100003 + epoch)  # same batches on every rank
+    loss = run_epoch(run.model, features, run.data.train.video_index, run.data.train.rows, args.batch_size,
+                     run.device, run.optimizer, run.scheduler, args.grad_clip, generator, desc=f"epoch {epoch + 1}",
+                     rank=run.rank, world_size=run.world_size, buckets=args.length_buckets,
+                     bf16=use_bf16(args.bf16, run.device))
+    return {"train_loss": loss}
+
+
+def start_run(args, data: TrainingData, decoder, rank, world_size, device) -> Run:
+    """The Run: decoder on the device (with --init's weights), DDP under torchrun, the cross-entropy optimiser,
+    the features on the device."""
     decoder.to(device)
+    if args.init and data.resume is None:
+        initial = load_checkpoint(args.init)
+        if initial["tokenizer"] != data.tokenizer_proto:
+            raise CheckpointError(f"{args.tokenizer_path}: differs from the tokenizer of {args.init}")
+        check_same_decoder(initial["decoder_config"], decoder, args.init)
+        decoder.load_state_dict(initial["decoder"])
     optimizer, scheduler = make_optimizer(args, decoder, len(data.train.rows))
-    start_epoch, *best = restore(data.resume, decoder, optimizer, scheduler, out_dir)
-    if rank == 0 and data.resume is not None:
-        print(f"resumed from {out_dir / 'last.pt'} after epoch {start_epoch}")
     model = decoder
     if world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(decoder, device_ids=[device] if device.type == "cuda" else None)
-    train_features = torch.from_numpy(data.train.features).to(device)
-    val_features = torch.from_numpy(data.val.features).to(device)
+    return Run(args, data, decoder, model, optimizer, scheduler, rank, world_size, device,
+               torch.from_numpy(data.train.features).to(device), torch.from_numpy(data.val.features).to(device))
+
+
+def train(args, data: TrainingData, decoder, rank, world_size, device) -> None:
+    """The epoch loop: --epochs of cross-entropy on every caption, then --scst_epochs of SCST from the best of
+    them; after each, rank 0 validates and saves; early stop after --patience (which also ends the cross-entropy
+    part early)."""
+    out_dir = Path(args.out_dir)
+    run = start_run(args, data, decoder, rank, world_size, device)
+    epoch, *best = restore(data.resume, run)
+    if rank == 0 and data.resume is not None:
+        print(f"resumed from {out_dir / 'last.pt'} after epoch {epoch}")
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-        keep_log_until(out_dir / "log.jsonl", start_epoch)
-    tensorboard = open_tensorboard(out_dir / "tensorboard", start_epoch) if args.tensorboard and rank == 0 else None
-    for epoch in range(start_epoch, args.epochs):
-        if args.patience and best[1] >= args.patience:
+        keep_log_until(out_dir / "log.jsonl", epoch if data.resume is not None else -1)
+    run.tensorboard = open_tensorboard(out_dir / "tensorboard", epoch) if args.tensorboard and rank == 0 else None
+    while True:
+        stalled = bool(args.patience) and best[1] >= args.patience
+        if run.scst_from is None and args.scst_epochs and (epoch >= args.epochs or stalled):
+            if stalled and rank == 0:
+                print(f"cross-entropy stops early: no better val CIDEr for {best[1]} epochs")
+            start_scst(run, epoch)
+            best[1], stalled = 0, False
+            if epoch == 0:  # from --init: its val CIDEr is the one to beat, and best.pt holds it until beaten
+                if rank == 0:
+                    best = list(end_epoch(run, -1, {"train_loss": None, "init": args.init, "started": time.time()},
+                                          best))
+                if world_size > 1:
+                    dist.broadcast_object_list(best, src=0)
+        if epoch >= run.total_epochs:
+            break
+        if stalled:
             if rank == 0:
                 print(f"early stop: no better val CIDEr for {best[1]} epochs")
             break
         started = time.time()
         torch.manual_seed(args.seed * 100003 + epoch)  # dropout; resumable without saving RNG state
-        generator = torch.Generator().manual_seed(args.seed * 100003 + epoch)  # same batches on every rank
-        epoch_features = train_features if args.views == 1 else pick_views(train_features, args.seed, epoch)
-        train_loss = run_epoch(model, epoch_features, data.train.video_index, data.train.rows, args.batch_size,
-                               device, optimizer, scheduler, args.grad_clip, generator, desc=f"epoch {epoch + 1}",
-                               rank=rank, world_size=world_size, buckets=args.length_buckets,
-                               bf16=use_bf16(args.bf16, device))
+        features = run.train_features if args.views == 1 else pick_views(run.train_features, args.seed, epoch)
+        if run.scst_from is None:
+            record = train_epoch(run, epoch, features)
+        else:
+            record = {"train_loss": None, "scst": scst_epoch(run, epoch, features)}
         if rank == 0:  # validation and files on rank 0 only: metrics equal the single-process ones
-            best = end_epoch(args, data, val_features, decoder, optimizer, scheduler, epoch, train_loss, started,
-                             best, device, tensorboard)
+            best = end_epoch(run, epoch, {**record, "started": started}, best)
         if world_size > 1:  # every rank takes the same early-stopping decision
             best = list(best)
             dist.broadcast_object_list(best, src=0)
-    if tensorboard is not None:
-        tensorboard.close()
+        best = list(best)
+        epoch += 1
+    if run.tensorboard is not None:
+        run.tensorboard.close()
     if rank == 0:
         print(f"best val CIDEr {best[0]:.3f}; checkpoints in {out_dir}")
 
@@ -525,6 +801,13 @@ def check_args(args):
                 "every step already")
     if args.tensorboard and not tensorboard_available():
         return TENSORBOARD_MISSING
+    if not args.epochs and not (args.init and args.scst_epochs):
+        return "--epochs 0 trains nothing: add --init CKPT --scst_epochs N to fine-tune a checkpoint by SCST"
+    if args.init and not Path(args.init).is_file():
+        return f"{args.init}: no such checkpoint; pass --init a best.pt or last.pt written by train.py"
+    if args.init and Path(args.init).resolve() in {(Path(args.out_dir) / name).resolve() for name in ("best.pt", "last.pt")}:
+        return (f"{args.init}: --init is this run's own checkpoint, which training overwrites; copy it elsewhere "
+                "or pass another --out_dir")
     out_dir = Path(args.out_dir)
     if args.resume and args.overwrite:
         return "--resume goes on with the run in --out_dir, --overwrite starts it again: pass one"

@@ -1,4 +1,4 @@
-"""Caption metrics in evaluate.py: reference scores reproduced, Java-free fallback, Meteor cleanup, CLI."""
+"""Caption metrics (metrics.py, through evaluate.py): reference scores reproduced, Java-free fallback, Meteor cleanup, CLI."""
 import json
 import math
 import subprocess
@@ -7,6 +7,7 @@ import warnings
 import pytest
 
 import evaluate
+import metrics as metrics_module
 
 
 # "this is a good test" vs ["this is a test", "this is also a test"], scored by pycocoevalcap with Java.
@@ -65,7 +66,7 @@ def recorded_processes(monkeypatch):
 @pytest.fixture
 def fresh_java_warning(monkeypatch):
     """Let the once-per-process "METEOR skipped" warning fire again inside this test."""
-    monkeypatch.setattr(evaluate, "_warned_no_java", False)
+    monkeypatch.setattr(metrics_module, "_warned_no_java", False)
 
 
 def test_single_pair_reproduces_reference_scores_without_leaks_or_stdout(capfd, recorded_processes):
@@ -125,7 +126,7 @@ def test_java_free_single_pair_warns_once(fresh_java_warning):
 
 
 def test_missing_java_is_detected(monkeypatch, fresh_java_warning, recorded_processes):
-    monkeypatch.setattr(evaluate.shutil, "which", lambda name: None)
+    monkeypatch.setattr(metrics_module.shutil, "which", lambda name: None)
     evaluate.java_available.cache_clear()
     try:
         assert evaluate.java_available() is False

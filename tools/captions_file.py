@@ -21,16 +21,18 @@ if str(REPO) not in sys.path:  # run as `python tools/captions_file.py`, only to
 
 from annotations import SPLIT_NAMES, add_data_arguments, load_dataset  # noqa: E402
 from common import UserError, check_outputs, fail, use_warning_lines, write_text
-from encode import feature_file  # noqa: E402
+from encode import feature_files
 
 
 def caption_rows(dataset, out_dir: Path, with_features=None, keep_split=True) -> list:
     """The rows of the captions file: every caption of every video in a split, in split then video order. A video
     is named by its file, relative to out_dir; with_features, by its id, which names its feature file."""
     rows = []
+    all_ids = [video_id for split in SPLIT_NAMES for video_id in dataset.splits[split]]
+    files = feature_files(with_features, all_ids) if with_features is not None else {}
     for split in SPLIT_NAMES:
         for video_id in dataset.splits[split]:
-            if with_features is not None and not feature_file(with_features, video_id).is_file():
+            if with_features is not None and not files[video_id].is_file():
                 continue
             video = video_id if with_features else os.path.relpath(dataset.video_path(video_id), out_dir)
             for caption in dataset.captions[video_id]:
