@@ -144,6 +144,7 @@ def warn_absurd_features(video_ids, features, decoder) -> None:
     ReLU feature that is always 0, has no spread to measure against.)"""
     if len(video_ids) == 0:
         return
+    decoder = getattr(decoder, "members", [decoder])[0]  # an ensemble's members share the features
     scale = float((decoder.latent_mean.abs() + decoder.latent_std).max())
     worst = torch.as_tensor(features).float().cpu().abs().reshape(len(video_ids), -1).amax(dim=1)  # (N,)
     for video_id, largest in zip(video_ids, worst.tolist()):
