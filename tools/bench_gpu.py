@@ -360,8 +360,9 @@ def bare_lstm_dtype_under_autocast(decoder, device) -> str:
 
 
 def bench_training(bench) -> None:
-    """train.run_epoch (train.py's loop: length buckets, fused AdamW, the loss's .item() per batch) in fp32 and
-    under bf16 autocast: captions/s over --train_batches batches of 128, after a warm-up epoch."""
+    """train.run_epoch (train.py's loop: fused AdamW, the loss's .item() per batch), without length buckets (train.py's
+    default) and with them, each in fp32 and under bf16 autocast: captions/s over --train_batches batches of 128,
+    after a warm-up epoch."""
     import sentencepiece as spm
 
     from model import CaptionDecoder, DecoderConfig
@@ -374,12 +375,14 @@ def bench_training(bench) -> None:
     config = DecoderConfig(vocab_size=tokenizer.get_piece_size(), latent_dim=LATENT_DIM, pad_id=tokenizer.pad_id(),
                            bos_id=tokenizer.bos_id(), eos_id=tokenizer.eos_id())
     rates = {}
-    for bf16 in (False, True):
-        name = "bf16 autocast" if bf16 else "fp32"
+    lstm_dtype = bare_dtype = None
+    for buckets, bf16 in ((False, False), (False, True), (True, False), (True, True)):
+        name = ("bf16 autocast" if bf16 else "fp32") + (", length buckets" if buckets else "")
+        fp32_name = "fp32" + (", length buckets" if buckets else "")
         torch.manual_seed(0)
         decoder = CaptionDecoder(config).to(bench.device)
         decoder.set_latent_stats(latents.mean(0), latents.std(0))
-        if bf16:
+        if bf16 and lstm_dtype is None:
             lstm_dtype = lstm_dtype_under_autocast(decoder, latents, rows, bench.device)
             bare_dtype = bare_lstm_dtype_under_autocast(decoder, bench.device)
             print(f"LSTM output dtype under bf16 autocast on {bench.device.type}: {lstm_dtype} in the decoder, "
@@ -388,13 +391,13 @@ def bench_training(bench) -> None:
         optimizer, scheduler = make_optimizer(training_options(batch_size, batches), decoder, len(rows))
         warm = slice(0, min(10, max(1, batches // 3)) * batch_size)
         run_epoch(decoder, latents, video_index[warm], rows[warm], batch_size, bench.device, optimizer, scheduler,
-                  1.0, torch.Generator().manual_seed(1), desc="warm-up", buckets=True, bf16=bf16)
+                  1.0, torch.Generator().manual_seed(1), desc="warm-up", buckets=buckets, bf16=bf16)
         reset_peaks(bench.device)
         seconds, loss = timed_on(bench.device, run_epoch, decoder, latents, video_index, rows, batch_size,
                                  bench.device, optimizer, scheduler, 1.0, torch.Generator().manual_seed(2),
-                                 desc=name, buckets=True, bf16=bf16)
+                                 desc=name, buckets=buckets, bf16=bf16)
         rates[name] = len(rows) / seconds
-        reference = (f"fp32 {rates['fp32']:.3g} captions/s: {rates[name] / rates['fp32']:.2f}x" if bf16
+        reference = (f"{fp32_name} {rates[fp32_name]:.3g} captions/s: {rates[name] / rates[fp32_name]:.2f}x" if bf16
                      else f"{batches} batches of {batch_size}, loss {loss:.2f}")
         extra = {"lstm_output_dtype": lstm_dtype, "bare_lstm_output_dtype": bare_dtype} if bf16 else {}
         lstm_text = f"; LSTM output {lstm_dtype} (nn.LSTM alone under autocast: {bare_dtype})" if bf16 else ""
