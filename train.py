@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from annotations import add_data_arguments, load_dataset, normalize_caption
 from checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
 from common import (DEFAULT_XCLIP, UserError, bounded, check_output_folder, check_outputs, count, fail, fraction,
-                    gpu_has_native_bf16, interrupted, non_negative, one_line, positive_float, positive_int,
-                    progress_bar, resolve_device, set_device, use_warning_lines, write_text)
+                    interrupted, non_negative, one_line, positive_float, positive_int, progress_bar, resolve_device,
+                    set_device, use_warning_lines, write_text)
 from curves import TENSORBOARD_MISSING, add_scalars, open_tensorboard, redraw, tensorboard_available
 from encode import load_encoder, split_features, split_latents
 from metrics import CiderD, ptb_tokenize_python, score_captions, tokenize_captions
@@ -101,8 +101,8 @@ def parse_args(argv=None):
                             "batches in random order), so that little of a batch is padding: faster, but lower test "
                             "CIDEr on real features (docs/scst.md)")
     optim.add_argument("--bf16", default="auto", choices=["auto", "on", "off"],
-                       help="bf16 autocast of the decoder: auto = on a GPU and on CPUs with native bf16 "
-                            "(AVX512-BF16 or AMX), off elsewhere")
+                       help="bf16 autocast of the decoder: auto = on CPUs with native bf16 (AVX512-BF16 or AMX), "
+                            "where it is faster; off on GPUs, where it measured slower (docs/performance.md)")
     scst = parser.add_argument_group("self-critical sequence training (SCST, after the cross-entropy epochs)")
     scst.add_argument("--scst_epochs", type=count, default=0,
                       help="SCST epochs after the cross-entropy ones, starting from the best of them (best.pt), or "
@@ -316,11 +316,10 @@ def cpu_has_native_bf16() -> bool:
 
 
 def use_bf16(choice: str, device) -> bool:
-    """--bf16 auto|on|off on this device: auto is on for GPUs and CPUs with native bf16."""
+    """--bf16 auto|on|off on this device: auto is on for CPUs with native bf16 only (on an H200, bf16 autocast
+    trained this decoder at 0.91-0.97x fp32's speed: docs/performance.md); on and off are taken as asked."""
     if choice != "auto":
         return choice == "on"
-    if device.type == "cuda":
-        return gpu_has_native_bf16(device)
     return device.type == "cpu" and cpu_has_native_bf16()
 
 
@@ -340,7 +339,7 @@ def run_epoch(model, features, video_index, rows, batch_size, device, optimizer=
     rows, video_index = torch.from_numpy(rows), torch.from_numpy(video_index)
     lengths = (rows != pad_id).sum(1)  # (N,) tokens per caption
     batches = epoch_batches(lengths, batch_size, training, generator, buckets)
-    bf16 = (device.type == "cuda" and gpu_has_native_bf16(device)) if bf16 is None else bf16
+    bf16 = use_bf16("auto", device) if bf16 is None else bf16
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     # Bucketed batches differ in length, and a batch's loss is its tokens' mean: weigh each batch by its tokens
     # (against the epoch's mean per batch), so that every token counts alike, as in batches of mixed lengths.

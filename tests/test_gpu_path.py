@@ -201,12 +201,10 @@ def test_default_workers_share_the_cores_among_local_processes():
 # ----------------------------------------------------------------------------------------------------------------------
 # bf16 where it is native; the LSTM in fp32 under autocast
 
-def test_bf16_autocast_only_on_gpus_with_native_bf16(monkeypatch):
+def test_bf16_auto_trains_in_fp32_on_gpus_and_on_is_taken_as_asked():
+    # On an H200 bf16 autocast trained the decoder at 0.91-0.97x fp32's speed (docs/performance.md).
     cuda = torch.device("cuda", 0)
-    monkeypatch.setattr(train, "gpu_has_native_bf16", lambda device: False)
-    assert not train.use_bf16("auto", cuda) and train.use_bf16("on", cuda)
-    monkeypatch.setattr(train, "gpu_has_native_bf16", lambda device: True)
-    assert train.use_bf16("auto", cuda) and not train.use_bf16("off", cuda)
+    assert not train.use_bf16("auto", cuda) and train.use_bf16("on", cuda) and not train.use_bf16("off", cuda)
 
 
 @pytest.mark.parametrize("decoder_type", ["pooled", "attention"])
