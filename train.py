@@ -5,7 +5,7 @@
 Latents come from the on-disk cache (missing ones are encoded first, once). Each epoch prints
 train loss, validation loss and validation CIDEr (beam search on the val videos, all references),
 writes models/last.pt, models/best.pt (by CIDEr), a line in models/log.jsonl and redraws models/curves.png
-(curves.py; --tensorboard also writes the scalars for TensorBoard). --resume continues
+(training_curves.py; --tensorboard also writes the scalars for TensorBoard). --resume continues
 a killed run from last.pt; on CPU with a fixed seed it ends with the same weights as an unbroken run.
 
 Under `torchrun --nproc_per_node N train.py ...` it trains with DistributedDataParallel (NCCL on GPUs,
@@ -42,8 +42,8 @@ from checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_c
 from common import (DEFAULT_XCLIP, UserError, bounded, check_output_folder, check_outputs, count, fail, fraction,
                     gpu_has_native_bf16, interrupted, non_negative, one_line, positive_float, positive_int,
                     progress_bar, resolve_device, set_device, use_warning_lines, write_text)
-from curves import TENSORBOARD_MISSING, add_scalars, open_tensorboard, redraw, tensorboard_available
-from encode import load_encoder, split_features, split_latents
+from training_curves import TENSORBOARD_MISSING, add_scalars, open_tensorboard, redraw, tensorboard_available
+from latents import load_encoder, split_features, split_latents
 from metrics import CiderD, ptb_tokenize_python, score_captions, tokenize_captions
 from model import CaptionDecoder, DecoderConfig, caption_features, greedy, sample
 

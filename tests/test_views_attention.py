@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+import captioning
 import encode
 import evaluate
 import inference
@@ -211,7 +212,7 @@ def test_evaluate_and_inference_average_views_for_the_attention_decoder(attentio
     cache, preprocess = encode.open_cache(world["encoder"], world["root"] / "cache", views=2, with_frames=True)
     frames, _ = read_views(world["msrvtt"].video_path(vid), vid, 2, 16, preprocess)
     decoder = decoder_from_checkpoint(load_checkpoint(attention_run / "last.pt"))
-    inputs = inference.decoder_inputs(world["encoder"], decoder, torch.from_numpy(frames))  # (K, F, D)
+    inputs = captioning.decoder_inputs(world["encoder"], decoder, torch.from_numpy(frames))  # (K, F, D)
     assert torch.allclose(inputs, torch.from_numpy(cache.read_frame_features([vid])[0]), atol=1e-5)
 
 

@@ -238,7 +238,7 @@ def make_checkpoint_for(path, encoder, dtype_name, tokenizer_path, device, batch
     import sentencepiece as spm
 
     from checkpoint import make_checkpoint, save_checkpoint
-    from encode import encoder_record
+    from latents import encoder_record
     from model import CaptionDecoder, DecoderConfig
     from train import make_optimizer, run_epoch
 
@@ -279,7 +279,7 @@ class NoEncoder:
 
 def bench_decoding(bench, workers_list) -> None:
     """Videos/s that read_video in DataLoader workers delivers, with nothing encoding them."""
-    from encode import encoded_batches, load_preprocess
+    from latents import encoded_batches, load_preprocess
 
     items = [(path.stem, path) for path in bench.clips]
     preprocess = load_preprocess(str(bench.xclip), bench.image_size)
@@ -294,7 +294,7 @@ def bench_decoding(bench, workers_list) -> None:
 
 def bench_encoder_alone(bench, dtype_name: str) -> float:
     """Videos/s of X-CLIP on frames already on the device: what the GPU can do when it never waits."""
-    from encode import load_encoder
+    from latents import load_encoder
 
     encoder, _ = load_encoder(str(bench.xclip), dtype_name, bench.device)
     frames = torch.randn(bench.batch_size, bench.num_frames, 3, bench.image_size, bench.image_size,
@@ -314,7 +314,7 @@ def bench_encoding(bench, dtype_name: str, ceiling) -> None:
     """encode.encode_videos of the clips into a fresh cache (encode.py's path): videos/s, peaks."""
     import shutil
 
-    from encode import encode_videos, load_encoder, open_cache
+    from latents import encode_videos, load_encoder, open_cache
 
     encoder, reference = load_encoder(str(bench.xclip), dtype_name, bench.device)
     items = [(path.stem, path) for path in bench.clips]
@@ -554,7 +554,7 @@ class Bench:
         for dtype_name in ("fp32", "bf16"):
             path = self.out_dir / f"checkpoint-{dtype_name}.pt"
             if dtype_name == "bf16":
-                from encode import load_encoder
+                from latents import load_encoder
                 encoder, _ = load_encoder(str(self.xclip), "bf16", "cpu")
             self.checkpoints[dtype_name] = make_checkpoint_for(path, encoder, dtype_name, self.tokenizer,
                                                                self.device, batches=args.checkpoint_batches)

@@ -29,7 +29,7 @@ import train
 from annotations import load_msrvtt
 from common import UserError, expand_video_paths, fail, use_warning_lines, write_json, write_text
 from create_tokenizer import train_captions, train_tokenizer
-from encode import encode_videos, load_encoder, open_cache, split_latents
+from latents import encode_videos, load_encoder, open_cache, split_latents
 from synthetic import full_size_xclip_config, make_synthetic_msrvtt, make_tiny_xclip, save_random_xclip
 
 

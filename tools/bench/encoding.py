@@ -11,7 +11,7 @@ from tools.measure import children_peak_rss_mib, peak_rss_mib, reset_peak_rss, t
 
 def encode_into_fresh_cache(items: list, encoder, dtype_name: str, scratch, batch_size: int, num_workers: int):
     """encode_videos over items into a new cache under scratch, removed afterwards, so that every run encodes all."""
-    from encode import encode_videos, open_cache
+    from latents import encode_videos, open_cache
     cache_dir = Path(tempfile.mkdtemp(dir=scratch))
     try:
         cache, preprocess = open_cache(encoder, cache_dir, dtype_name)
@@ -30,7 +30,7 @@ def encoding_fp32(xclip_path, clip_paths: list, pipeline, batch_size: int, repea
     import numpy as np
     import torch
     from dataset import read_video
-    from encode import load_encoder, load_preprocess
+    from latents import load_encoder, load_preprocess
 
     reset_peak_rss()
     figures = {}
@@ -55,7 +55,7 @@ def encoding_fp32(xclip_path, clip_paths: list, pipeline, batch_size: int, repea
 def encoding_bf16(xclip_path, ready, pipeline, ready_repeats: int):
     """The bf16 phase, loaded as encode.py --encode_dtype bf16 loads it (with an fp32 twin for the cosine): the
     encoder alone and the pipeline once, and the phase's peak memory. Returns (figures, runs, latents of ready)."""
-    from encode import load_encoder
+    from latents import load_encoder
 
     reset_peak_rss()
     encoder, fp32_twin = load_encoder(str(xclip_path), "bf16")

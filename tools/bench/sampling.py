@@ -238,7 +238,7 @@ def pipeline_threading(paths, repeats: int = 2, batch_size: int = 4, num_workers
     """Seconds of encode.encoded_batches over paths with a costless encoder (decoding in num_workers DataLoader
     workers, several at once) for read_video's rule and each threading, interleaved."""
     from dataset import Preprocess
-    from encode import encoded_batches
+    from latents import encoded_batches
     items = [(f"video{index}", path) for index, path in enumerate(paths)]
 
     def run(threading):

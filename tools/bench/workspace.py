@@ -135,7 +135,7 @@ def make_bench_checkpoint(path, xclip_path, tokenizer_path, train_batches: int =
     import sentencepiece as spm
     import torch
     from checkpoint import make_checkpoint, save_checkpoint
-    from encode import encoder_record
+    from latents import encoder_record
     from model import CaptionDecoder, DecoderConfig, XClipEncoder
     from train import caption_table, make_optimizer, run_epoch
 
@@ -223,7 +223,7 @@ def tiny_twin(work_dir, xclip_path, checkpoint_path, log=print) -> tuple:
     """A tiny X-CLIP and a checkpoint of the same decoder that names it (the decoder reads 512-d latents from
     either): the pipeline with next to no encoder cost, where decoding and captioning show."""
     from checkpoint import load_checkpoint, save_checkpoint
-    from encode import encoder_record
+    from latents import encoder_record
     from model import XClipEncoder
     from synthetic import make_tiny_xclip
     tiny_xclip = Path(work_dir) / "xclip-tiny-random"
