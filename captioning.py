@@ -99,8 +99,8 @@ def generate_batch(decoder, tokenizer, features, decoding: Decoding = Decoding()
 def caption_video(path, encoder, decoder, tokenizer, preprocess, views=1, decoding: Decoding = Decoding()):
     """One video -> {"path", "captions": [{"caption", "score"}], "warnings", "seconds": {...}}.
 
-    decoding: how generate() draws the captions. With views > 1 the caption comes from the mean of the latents of `views`
-    jittered samplings, drawn as the cache draws them for a video whose id is the file name. Raises
+    decoding: how generate() draws the captions. With views > 1 the caption comes from the mean of the latents of
+    `views` jittered samplings, drawn as the cache draws them for a video whose id is the file name. Raises
     dataset.VideoError for a video that cannot be read.
     """
     import torch

@@ -5,10 +5,10 @@
 Serves http://127.0.0.1:7860 (--host, --port). The page shows the video, its n best captions with their
 length-normalised log-probabilities, and for a video longer than one --segment_seconds window the timeline of
 segment captions with SRT and WebVTT downloads. Every caption comes from the functions inference.py runs
-(checkpoint.load_captioner, captioning.py: caption_video, caption_segments, format_srt, format_vtt): the page says what inference.py
-prints for the same video and flags. A video that cannot be read shows inference.py's one-line error. Runs on the
-GPU when there is one (--device auto), else on the CPU. Needs the optional extra gradio: pip install -r
-requirements-extras.txt.
+(checkpoint.load_captioner; captioning.py's caption_video, caption_segments, format_srt, format_vtt): the page says
+what inference.py prints for the same video and flags. A video that cannot be read shows inference.py's one-line
+error. Runs on the GPU when there is one (--device auto), else on the CPU. Needs the optional extra gradio:
+pip install -r requirements-extras.txt.
 """
 import argparse
 import os

@@ -20,10 +20,10 @@ import sys
 from annotations import SPLIT_NAMES, add_data_arguments, load_dataset
 from common import (DEFAULT_XCLIP, UserError, check_output_folder, check_outputs, count, expand_video_paths, fail,
                     interrupted, one_line, positive_int, resolve_device, set_device, use_warning_lines)
-# The cache and the encoding live in latents.py; these names stay importable from encode for existing callers.
-from latents import (CacheError, LatentCache, encode_videos, encoded_batches, encoder_record, feature_files,  # noqa: F401
-                     is_cache_folder, load_encoder, load_feature_file, load_preprocess, open_cache, split_features,
-                     split_latents, format_summary, torchrun_shard)
+# The cache and the encoding live in latents.py; the names below stay importable from encode for older callers.
+from latents import (CacheError, EncodeOptions, LatentCache, cache_key, encode_videos, encoded_batches,  # noqa: F401
+                     encoder_record, feature_files, format_summary, is_cache_folder, load_encoder, load_feature_file,
+                     load_preprocess, open_cache, split_features, split_latents, torchrun_shard)
 
 
 def items_for(args) -> list:
@@ -82,9 +82,9 @@ def main(args) -> int:
         encoder, reference = load_encoder(args.xclip_model, args.encode_dtype, device)
         cache, preprocess = open_cache(encoder, args.cache_dir, args.encode_dtype, args.views, args.frames)
         shard, num_shards = torchrun_shard(args.shard, args.num_shards)
-        summary = encode_videos(items, encoder, cache, preprocess, batch_size=args.batch_size,
-                                num_workers=args.num_workers, strict=args.strict, shard=shard,
-                                num_shards=num_shards, reference_encoder=reference)
+        options = EncodeOptions(batch_size=args.batch_size, num_workers=args.num_workers, strict=args.strict,
+                                shard=shard, num_shards=num_shards)
+        summary = encode_videos(items, encoder, cache, preprocess, options, reference_encoder=reference)
     except UserError as error:
         return fail(error)
     except OSError as error:  # a cache folder that cannot be made or written, a disk that fills up

@@ -32,7 +32,7 @@ from checkpoint import checkpoint_digest, load_captioner, load_checkpoint, model
 from common import (UserError, check_outputs, check_writable, count, fail, interrupted, one_line,
                     positive_int, resolve_device, use_warning_lines, write_json, write_text)
 from diagnostics import caption_diagnostics, collapse_warning, format_diagnostics, format_report
-from latents import split_features, split_latents
+from latents import EncodeOptions, open_cache, split_features, split_latents
 from metrics import (METRIC_NAMES, PTB_PUNCTUATIONS, java_available, ptb_tokenize_java,  # noqa: F401 (evaluate.X users)
                      ptb_tokenize_python, score_captions, score_captions_per_video)
 from model import caption_features
@@ -127,9 +127,10 @@ def split_inputs(args, checkpoint, dataset, decoder, encoder) -> tuple:
             raise UserError(f"{args.features}: features of size {found['latent_dim']}, but {args.model_path} was "
                             f"trained on size {record['latent_dim']} ({record.get('name')})")
         return features_by_split[args.split]
-    features_by_split, _ = split_latents(dataset, [args.split], encoder, args.cache_dir, record.get("dtype", "fp32"),
-                                         args.num_workers, views=args.views, frame_features=decoder.config.uses_frames,
-                                         batch_size=args.encode_batch_size)
+    cache, preprocess = open_cache(encoder, args.cache_dir, record.get("dtype", "fp32"), args.views,
+                                   with_frames=decoder.config.uses_frames)
+    options = EncodeOptions(batch_size=args.encode_batch_size, num_workers=args.num_workers)
+    features_by_split = split_latents(dataset, [args.split], encoder, cache, preprocess, options)
     video_ids, features = features_by_split[args.split]  # (N, D) or (N, F, D); (N, K, ...) with views
     return video_ids, features.mean(axis=1) if args.views > 1 else features
 

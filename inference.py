@@ -20,7 +20,8 @@ from pathlib import Path
 
 from captioning import (Decoding, add_decoding_arguments, caption_segments, caption_video, format_srt,
                         format_timestamp, format_vtt, generate_batch)
-from common import UserError, check_outputs, check_writable, count, fail, interrupted, non_negative, positive_int, write_text
+from common import (UserError, check_outputs, check_writable, count, fail, interrupted, non_negative, positive_int,
+                    write_text)
 
 # torch, transformers and the modules that import them are imported inside the functions that use them, so
 # that `inference.py --help` answers at once instead of after several seconds of imports.
@@ -101,14 +102,15 @@ def caption_many(paths, captioner, args):
     order of paths. Decoding runs in DataLoader workers while X-CLIP encodes batches of --batch_size videos and
     beam search captions them together (latents.encoded_batches); nothing is held but the batches in flight."""
     import torch
-    from latents import encoded_batches
+    from latents import EncodeOptions, encoded_batches
 
     encoder, decoder, tokenizer, preprocess = captioner
     # While the workers decode, beam search gets one thread: two wait for each other at every step on a busy CPU.
     threads = torch.get_num_threads() if args.num_workers == 0 else 1
     items = [(Path(path).stem, path) for path in paths]  # the file name seeds --views, as caption_video does
-    for batch in encoded_batches(items, encoder, preprocess, args.views, decoder.config.uses_frames,
-                                 args.batch_size, args.num_workers, to_cpu=False):
+    options = EncodeOptions(batch_size=args.batch_size, num_workers=args.num_workers)
+    for batch in encoded_batches(items, encoder, preprocess, args.views, decoder.config.uses_frames, options,
+                                 to_cpu=False):
         captions, shares = [], {}
         if batch["latents"] is not None:
             features = batch["frame_features"] if decoder.config.uses_frames else batch["latents"]  # (B, K, ...)

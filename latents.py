@@ -15,6 +15,7 @@ import re
 import socket
 import time
 import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -307,19 +308,33 @@ def open_cache(encoder, cache_dir, dtype_name: str = "fp32", views: int = 1, wit
 # ----------------------------------------------------------------------------------------------------------------------
 # Encoding
 
-def encoded_batches(items, encoder, preprocess, views: int = 1, with_frames: bool = False, batch_size: int = 8,
-                    num_workers: int | None = None, reference_encoder=None, to_cpu: bool = True):
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How videos are worked through: batch_size videos per encoder batch, decoded by num_workers DataLoader
+    workers (None: common.default_workers, one per core; 0: in process); strict stops at the first broken video;
+    only shard K of num_shards is encoded (sorted items[K::num_shards]); progress draws a bar."""
+    batch_size: int = 8
+    num_workers: int | None = None
+    strict: bool = False
+    shard: int = 0
+    num_shards: int = 1
+    progress: bool = True
+
+
+def encoded_batches(items, encoder, preprocess, views: int = 1, with_frames: bool = False,
+                    options: EncodeOptions = EncodeOptions(), reference_encoder=None, to_cpu: bool = True):
     """Decode (video_id, path) items in DataLoader workers while the encoder encodes the previous batches, and
     yield each collated batch (dataset.collate_clips), in order, with what X-CLIP made of its clips: "latents"
     (B, K, D) and, with with_frames, "frame_features" (B, K, F, D) (None for a batch of broken videos only),
     and "encode_seconds".
-    The workers (None: common.default_workers, one per core) stay at most a few batches ahead, so memory is
+    Batches of options.batch_size; the options.num_workers workers stay at most a few batches ahead, so memory is
     bounded whatever the number of videos. Frames travel as uint8 levels, pinned when the encoder is on a GPU,
     and are normalised there. reference_encoder (fp32) is compared with the encoder on the first batch (a bf16
     encoder's distance). to_cpu=False leaves the latents on the encoder's device (for a decoder there)."""
-    num_workers = default_workers() if num_workers is None else num_workers
+    num_workers = default_workers() if options.num_workers is None else options.num_workers
     device = torch.device(getattr(encoder, "device", "cpu"))
-    loader = DataLoader(VideoClips(items, encoder.num_frames, preprocess, views, num_workers), batch_size=batch_size,
+    loader = DataLoader(VideoClips(items, encoder.num_frames, preprocess, views, num_workers),
+                        batch_size=options.batch_size,
                         num_workers=num_workers, collate_fn=collate_clips, persistent_workers=False,
                         # 8 batches in flight with few workers, 2 per worker with many: memory stays bounded
                         prefetch_factor=max(2, 8 // num_workers) if num_workers else None,
@@ -363,25 +378,26 @@ def encode_clips(encoder, frames, with_frames: bool = False, reference_encoder=N
     return latents, frame_features
 
 
-def encode_videos(items, encoder, cache, preprocess, batch_size=8, num_workers=None, strict=False,
-                  shard=0, num_shards=1, reference_encoder=None, progress=True) -> dict:
+def encode_videos(items, encoder, cache, preprocess, options: EncodeOptions = EncodeOptions(),
+                  reference_encoder=None) -> dict:
     """Encode every (video_id, path) not yet in the cache. Returns counts and the failures.
 
     Decoding runs in DataLoader workers so it overlaps encoding (encoded_batches). With strict, the first
-    broken video raises VideoError; otherwise broken videos are collected and written to failures.jsonl.
+    broken video raises VideoError (options.strict); otherwise broken videos are collected and written to failures.jsonl.
     reference_encoder (fp32) is used on the first batch to report how far a bf16 encoder is.
     """
-    items = sorted(items)[shard::num_shards]
+    items = sorted(items)[options.shard::options.num_shards]
     todo = [(vid, path) for vid, path in items if not cache.has(vid)]
     summary = {"total": len(items), "cached": len(items) - len(todo), "encoded": 0, "failed": [], "warnings": []}
     if not todo:
         return summary
-    batches = encoded_batches(todo, encoder, preprocess, cache.views, cache.with_frames, batch_size, num_workers,
+    batches = encoded_batches(todo, encoder, preprocess, cache.views, cache.with_frames, options,
                               reference_encoder)
-    bar = progress_bar(total=len(todo), unit="video", desc="encoding", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(todo), unit="video", desc="encoding", disable=not options.progress,
+                       dynamic_ncols=True)
     try:
         for batch in batches:
-            if strict and batch["failures"]:
+            if options.strict and batch["failures"]:
                 raise VideoError(batch["failures"][0][1])
             summary["failed"] += batch["failures"]
             summary["warnings"] += batch["warnings"]
@@ -391,7 +407,7 @@ def encode_videos(items, encoder, cache, preprocess, batch_size=8, num_workers=N
             bar.update(len(batch["video_ids"]) + len(batch["failures"]))
     finally:
         bar.close()
-        failures = failures_path(cache, shard, num_shards)
+        failures = failures_path(cache, options.shard, options.num_shards)
         if summary["failed"] or failures.exists():
             lines = [json.dumps({"video_id": vid, "error": error}) for vid, error in summary["failed"]]
             write_text(failures, "".join(line + "\n" for line in lines))
@@ -427,23 +443,22 @@ def format_summary(summary: dict, cache) -> str:
     return line
 
 
-def split_latents(dataset, splits, encoder, cache_dir, encode_dtype="fp32", num_workers=None, barrier=None, views=1,
-                  frame_features=False, batch_size=8):
-    """({split: (video ids, latents (N, D) float32)}, cache), encoding what the cache lacks first, batch_size
-    videos at a time.
+def split_latents(dataset, splits, encoder, cache, preprocess, options: EncodeOptions = EncodeOptions(),
+                  barrier=None) -> dict:
+    """{split: (video ids, latents (N, D) float32)} from cache (and its preprocess: open_cache), encoding with
+    encoder what the cache lacks first (options: batch size and workers; the shard is torchrun's).
 
-    With views K > 1 the arrays are (N, K, D); with frame_features they hold per-frame features instead,
-    (N, F, D) or (N, K, F, D). Videos that cannot be decoded are reported and left out of their split.
+    With a cache of K > 1 views the arrays are (N, K, D); in a cache with frames they hold per-frame features
+    instead, (N, F, D) or (N, K, F, D). Videos that cannot be decoded are reported and left out of their split.
     Under torchrun each rank encodes its own shard; barrier(problem) waits for all of them and raises on
     every rank when one failed (problem: this rank's error, or None).
     """
-    cache, preprocess = open_cache(encoder, cache_dir, encode_dtype, views, with_frames=frame_features)
     items = [(vid, dataset.video_path(vid)) for split in splits for vid in dataset.splits[split]]
     shard, num_shards = torchrun_shard()
     problem = None
     try:
-        summary = encode_videos(items, encoder, cache, preprocess, batch_size=batch_size, num_workers=num_workers,
-                                shard=shard, num_shards=num_shards)
+        summary = encode_videos(items, encoder, cache, preprocess,
+                                replace(options, strict=False, shard=shard, num_shards=num_shards))
         if summary["encoded"] or summary["failed"]:
             print(format_summary(summary, cache))
     except (UserError, OSError) as error:  # under torchrun the other ranks must hear of it, not wait for it
@@ -455,8 +470,8 @@ def split_latents(dataset, splits, encoder, cache_dir, encode_dtype="fp32", num_
     result = {}
     for split in splits:
         ids = [vid for vid in dataset.splits[split] if cache.has(vid)]  # broken videos have no entry
-        result[split] = (ids, cache.read_frame_features(ids) if frame_features else cache.read(ids))
-    return result, cache
+        result[split] = (ids, cache.read_frame_features(ids) if cache.with_frames else cache.read(ids))
+    return result
 
 
 # ----------------------------------------------------------------------------------------------------------------------

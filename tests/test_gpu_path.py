@@ -258,8 +258,8 @@ def test_cache_latents_equal_the_float_path_bit_for_bit(world, tmp_path):
     encoder, _ = encode.load_encoder(str(world["xclip"]))
     cache, preprocess = encode.open_cache(encoder, tmp_path / "cache")
     clips = some_clips(world, 3)
-    summary = encode.encode_videos([(clip.stem, clip) for clip in clips], encoder, cache, preprocess, batch_size=2,
-                                   num_workers=1, progress=False)
+    summary = encode.encode_videos([(clip.stem, clip) for clip in clips], encoder, cache, preprocess,
+                                   encode.EncodeOptions(batch_size=2, num_workers=1, progress=False))
     assert summary["encoded"] == 3
     for clip in clips:
         frames, _ = read_video(clip, encoder.num_frames, preprocess)  # float32 (F, 3, S, S), as encoding used

@@ -32,7 +32,7 @@ from captioning import Decoding, caption_video
 from checkpoint import load_captioner, make_checkpoint, save_checkpoint
 from common import UserError, fail, progress_bar, use_warning_lines
 from create_tokenizer import train_captions, train_tokenizer
-from latents import encode_videos, load_encoder, open_cache
+from latents import EncodeOptions, encode_videos, load_encoder, open_cache
 from model import CaptionDecoder, DecoderConfig
 from synthetic import encode_frame, make_synthetic_msrvtt, make_tiny_xclip, video_stream
 from tools.measure import children_rss_mib, peak_rss_mib, reset_peak_rss, rss_mib, timed
@@ -92,8 +92,8 @@ def measure_encoding(items, encoder, cache, preprocess, batch_size=8, num_worker
 
     cache.write = write_and_read_memory
     try:
-        seconds, summary = timed(encode_videos, items, encoder, cache, preprocess, batch_size=batch_size,
-                                 num_workers=num_workers, progress=False)
+        seconds, summary = timed(encode_videos, items, encoder, cache, preprocess,
+                                 EncodeOptions(batch_size=batch_size, num_workers=num_workers, progress=False))
     finally:
         del cache.write  # back to the class's method
     return {**readings, "seconds": seconds, "summary": summary}
