@@ -4,8 +4,8 @@ dataset's splits (split_latents, split_features). encode.py is the command line 
 
 The cache folder's name says what made it (encoder name and weight fingerprint, frames, crop size, sampling,
 dtype); each entry is one .npy written under a temporary name and renamed into place, so a killed run resumes
-where it stopped and never reads back half an entry. --views K caches K samplings of each video as one (K, D)
-entry in a cache whose name says "jitKs0"; with_frames also caches X-CLIP's per-frame features beside each
+where it stopped and never reads back half an entry. A cache of K views holds K samplings of each video as one
+(K, D) entry and its name says "jitKs0"; a cache with frames also holds X-CLIP's per-frame features beside each
 latent (frames/<video_id>.npy, (F, D) or (K, F, D)), which the attention decoder reads.
 """
 import copy
