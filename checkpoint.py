@@ -281,86 +281,103 @@ def check_decoder_tensors(decoder_config: dict, weights, where: str, advice: str
                               f"zero); {advice}")
 
 
-def check_record(record: dict, where: str, advice: str) -> None:
-    """A CheckpointError naming the first field of a checkpoint's (or config.json's) decoder_config, encoder record,
-    data or training record that has the wrong type or is out of range. Run before anything is built or read."""
-    def problem(field, value, wanted):
-        raise CheckpointError(f"{where}: field {field} is {json.dumps(value, default=repr)[:60]}, {wanted}; {advice}")
+class RecordChecker:
+    """Raises the CheckpointError of a checkpoint's record field that has the wrong type or is out of range:
+    "<where>: field <name> is <value>, <what is wrong>; <advice>"."""
 
-    def check(field, value, rule):
+    def __init__(self, where: str, advice: str):
+        self.where, self.advice = where, advice
+
+    def problem(self, field, value, wanted):
+        raise CheckpointError(f"{self.where}: field {field} is {json.dumps(value, default=repr)[:60]}, {wanted}; "
+                              f"{self.advice}")
+
+    def check(self, field, value, rule):
+        """rule: a tuple of words (one of them), bool, str (non-empty), dict, list, or (int or float, low, high)."""
         if isinstance(rule, tuple) and isinstance(rule[0], str):  # one of some words
             if value not in rule:
-                problem(field, value, f"not one of {', '.join(rule)}")
+                self.problem(field, value, f"not one of {', '.join(rule)}")
         elif rule is bool or rule in (str, dict, list):
             if not isinstance(value, rule) or rule is str and not value.strip():
-                problem(field, value, f"not {'a non-empty string' if rule is str else 'a ' + rule.__name__}")
+                self.problem(field, value, f"not {'a non-empty string' if rule is str else 'a ' + rule.__name__}")
         else:
             kind, low, high = rule
             number = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
             if not number or not math.isfinite(value):
-                problem(field, value, f"not {'an integer' if kind is int else 'a number'}")
+                self.problem(field, value, f"not {'an integer' if kind is int else 'a number'}")
             if not low <= value <= high:
-                problem(field, value, f"out of range (from {low:g} to {high:g})")
+                self.problem(field, value, f"out of range (from {low:g} to {high:g})")
 
-    def check_all(prefix, values, schema, required):
+    def check_all(self, prefix, values, schema, required):
+        """Every field of values that schema knows, by its rule; the required ones must be there."""
         if not isinstance(values, dict):
-            problem(prefix, values, "not a mapping")
+            self.problem(prefix, values, "not a mapping")
         for key in values:
             if key not in schema and schema is DECODER_SCHEMA:
-                problem(f"{prefix}.{key}", values[key], "not a field of this repo's decoder config")
+                self.problem(f"{prefix}.{key}", values[key], "not a field of this repo's decoder config")
         for key, rule in schema.items():
             if key in values:
-                check(f"{prefix}.{key}", values[key], rule)
+                self.check(f"{prefix}.{key}", values[key], rule)
             elif key in required:
-                raise CheckpointError(f"{where}: field {prefix}.{key} is missing; {advice}")
+                raise CheckpointError(f"{self.where}: field {prefix}.{key} is missing; {self.advice}")
 
+
+def check_record(record: dict, where: str, advice: str) -> None:
+    """A CheckpointError naming the first field of a checkpoint's (or config.json's) decoder_config, encoder record,
+    data or training record that has the wrong type or is out of range. Run before anything is built or read."""
+    checker = RecordChecker(where, advice)
     decoder = record.get("decoder_config")
-    check_all("decoder_config", decoder, DECODER_SCHEMA, ("vocab_size",))
+    checker.check_all("decoder_config", decoder, DECODER_SCHEMA, ("vocab_size",))
     for key in ("pad_id", "bos_id", "eos_id"):
         if decoder.get(key, 0) >= decoder["vocab_size"]:
-            problem(f"decoder_config.{key}", decoder[key], f"not below vocab_size {decoder['vocab_size']}")
+            checker.problem(f"decoder_config.{key}", decoder[key], f"not below vocab_size {decoder['vocab_size']}")
     expected_state(decoder, where, advice)  # its size, before anything is allocated
-    encoder = record.get("encoder")
+    check_encoder_record(checker, record.get("encoder"), decoder)
+    for key in ("data", "args", "metrics"):
+        if record.get(key) is not None and not isinstance(record[key], dict):
+            checker.problem(key, record[key], "not a mapping")
+    for key in ("dataset", "scheme"):  # evaluate.py takes them for flags left out
+        if isinstance(record.get("data"), dict) and record["data"].get(key) is not None:
+            checker.check(f"data.{key}", record["data"][key], str)
+    training = record.get("training")
+    if training is not None:
+        checker.check_all("training", training, {"args": dict, "metrics": dict, "epoch": (int, 0, 10**9)}, ())
+    if "epoch" in record:
+        checker.check("epoch", record["epoch"], (int, 0, 10**9))
+
+
+def check_encoder_record(checker: RecordChecker, encoder, decoder: dict) -> None:
+    """check_record's part for the encoder record: X-CLIP's (name, fingerprint, preprocessing ...) or that of
+    precomputed features (their shape), and a latent size that is the decoder's."""
     if not isinstance(encoder, dict):
-        problem("encoder", encoder, "not a mapping")
+        checker.problem("encoder", encoder, "not a mapping")
     features = encoder.get("kind") == "features"
-    check_all("encoder", encoder, FEATURES_RECORD if features else XCLIP_RECORD,
-              FEATURES_RECORD if features else XCLIP_RECORD)
+    checker.check_all("encoder", encoder, FEATURES_RECORD if features else XCLIP_RECORD,
+                      FEATURES_RECORD if features else XCLIP_RECORD)
     if "kind" in encoder:
-        check("encoder.kind", encoder["kind"], ("features", "xclip"))
+        checker.check("encoder.kind", encoder["kind"], ("features", "xclip"))
     if "latent_dim" in encoder:
-        check("encoder.latent_dim", encoder["latent_dim"], (int, *SIZE))
+        checker.check("encoder.latent_dim", encoder["latent_dim"], (int, *SIZE))
         if encoder["latent_dim"] != decoder.get("latent_dim", DecoderConfig.latent_dim):
-            problem("encoder.latent_dim", encoder["latent_dim"], "not the decoder_config's latent_dim")
+            checker.problem("encoder.latent_dim", encoder["latent_dim"], "not the decoder_config's latent_dim")
     for key in ("sampling", "dtype"):
         if key in encoder:
-            check(f"encoder.{key}", encoder[key], ("fp32", "bf16") if key == "dtype" else str)
+            checker.check(f"encoder.{key}", encoder[key], ("fp32", "bf16") if key == "dtype" else str)
     if features:
         shape = encoder["shape"]
         if not 1 <= len(shape) <= 2 or any(isinstance(size, bool) or not isinstance(size, int) or size < 1
                                            for size in shape):
-            problem("encoder.shape", shape, "not the shape of a features file ([D] or [T, D])")
-    else:
-        preprocess = encoder["preprocess"]
-        check_all("encoder.preprocess", preprocess, PREPROCESS_SCHEMA, PREPROCESS_SCHEMA)
-        for key in ("mean", "std"):
-            values = preprocess.get(key)
-            if not isinstance(values, list) or len(values) != 3 or any(
-                    isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-                    or key == "std" and value <= 0 for value in values):
-                problem(f"encoder.preprocess.{key}", values,
-                        "not three finite numbers" + (" above 0" if key == "std" else ""))
-    for key in ("data", "args", "metrics"):
-        if record.get(key) is not None and not isinstance(record[key], dict):
-            problem(key, record[key], "not a mapping")
-    for key in ("dataset", "scheme"):  # evaluate.py takes them for flags left out
-        if isinstance(record.get("data"), dict) and record["data"].get(key) is not None:
-            check(f"data.{key}", record["data"][key], str)
-    training = record.get("training")
-    if training is not None:
-        check_all("training", training, {"args": dict, "metrics": dict, "epoch": (int, 0, 10**9)}, ())
-    if "epoch" in record:
-        check("epoch", record["epoch"], (int, 0, 10**9))
+            checker.problem("encoder.shape", shape, "not the shape of a features file ([D] or [T, D])")
+        return
+    preprocess = encoder["preprocess"]
+    checker.check_all("encoder.preprocess", preprocess, PREPROCESS_SCHEMA, PREPROCESS_SCHEMA)
+    for key in ("mean", "std"):
+        values = preprocess.get(key)
+        if not isinstance(values, list) or len(values) != 3 or any(
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or key == "std" and value <= 0 for value in values):
+            checker.problem(f"encoder.preprocess.{key}", values,
+                            "not three finite numbers" + (" above 0" if key == "std" else ""))
 
 
 def tokenizer_record(processor: spm.SentencePieceProcessor) -> dict:

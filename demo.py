@@ -5,10 +5,10 @@
 Serves http://127.0.0.1:7860 (--host, --port). The page shows the video, its n best captions with their
 length-normalised log-probabilities, and for a video longer than one --segment_seconds window the timeline of
 segment captions with SRT and WebVTT downloads. Every caption comes from the functions inference.py runs
-(checkpoint.load_captioner, caption_video, caption_segments, format_srt, format_vtt): the page says what inference.py
-prints for the same video and flags. A video that cannot be read shows inference.py's one-line error. Runs on the
-GPU when there is one (--device auto), else on the CPU. Needs the optional extra gradio: pip install -r
-requirements-extras.txt.
+(checkpoint.load_captioner; captioning.py's caption_video, caption_segments, format_srt, format_vtt): the page says
+what inference.py prints for the same video and flags. A video that cannot be read shows inference.py's one-line
+error. Runs on the GPU when there is one (--device auto), else on the CPU. Needs the optional extra gradio:
+pip install -r requirements-extras.txt.
 """
 import argparse
 import os
@@ -16,9 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import (UserError, expand_video_paths, fail, is_video_file, non_negative, positive_int,
-                    use_warning_lines, write_text)
-from inference import caption_segments, caption_video, format_srt, format_timestamp, format_vtt
+from captioning import (Decoding, add_decoding_arguments, caption_segments, caption_video, format_srt,
+                        format_timestamp, format_vtt)
+from common import UserError, expand_video_paths, fail, is_video_file, non_negative, use_warning_lines, write_text
 
 # gradio is imported inside build_page: it is an optional extra, and `demo.py --help` or a missing install
 # answer at once.
@@ -39,12 +39,7 @@ def parse_args(argv=None):
                                                           "cuda:N")
     parser.add_argument("--examples", nargs="*", default=[],
                         help="videos offered as examples under the upload box: files, folders or glob patterns")
-    parser.add_argument("--num_captions", type=positive_int, default=3, help="captions shown per video: the best beams")
-    parser.add_argument("--beam_size", type=positive_int, default=5,
-                        help="beam width (raised to --num_captions if smaller)")
-    parser.add_argument("--length_penalty", type=non_negative, default=1.0,
-                        help="beams are ranked by log-probability / length ** this (0 = no length normalisation)")
-    parser.add_argument("--max_len", type=positive_int, default=30, help="max caption length in tokens")
+    add_decoding_arguments(parser, num_captions=3, sampling=False)
     parser.add_argument("--segment_seconds", type=non_negative, default=5.0,
                         help="a video longer than this also gets a caption for each window of this many seconds "
                              "(0 = never)")
@@ -66,12 +61,11 @@ def describe_video(path, captioner, args, subtitle_dir) -> dict:
     """One video as the page shows it: inference.py's n-best captions ({"captions", "warnings", ...}) and, for a
     video longer than one window, "segments" with their subtitles written to subtitle_dir ("subtitles": paths).
     Raises UserError (dataset.VideoError) for a video that cannot be read, with inference.py's message."""
-    result = caption_video(path, *captioner, num_captions=args.num_captions, beam_size=args.beam_size,
-                           max_len=args.max_len, length_penalty=args.length_penalty)
+    decoding = Decoding.from_args(args)
+    result = caption_video(path, *captioner, decoding=decoding)
     result["segments"], result["subtitles"] = [], []
     if args.segment_seconds:
-        timeline = caption_segments(path, *captioner, args.segment_seconds, args.beam_size, args.max_len,
-                                    args.length_penalty)
+        timeline = caption_segments(path, *captioner, args.segment_seconds, decoding)
         if timeline["windows"] > 1:
             result["segments"] = timeline["segments"]
             result["warnings"] += [warning for warning in timeline["warnings"] if warning not in result["warnings"]]

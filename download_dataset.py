@@ -25,6 +25,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -105,12 +106,21 @@ class Retries:
         time.sleep(min(self.max_backoff, self.backoff * 2 ** (self.failures - 1)))
 
 
-def download(url, dest, chunk_size=CHUNK_SIZE, retries=5, backoff=1.0, max_backoff=60.0, timeout=60.0,
-             extra_space_factor=0.0, progress=True):
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long a download keeps trying: retries consecutive failed attempts (no byte received) before giving up,
+    the wait doubling from backoff seconds up to max_backoff; timeout seconds for the server to answer."""
+    retries: int = 5
+    backoff: float = 1.0
+    max_backoff: float = 60.0
+    timeout: float = 60.0
+
+
+def download(url, dest, policy: RetryPolicy = RetryPolicy(), chunk_size=CHUNK_SIZE, extra_space_factor=0.0,
+             progress=True):
     """Download url to dest, resuming from dest.part; returns dest. An existing dest counts as complete.
 
-    retries: consecutive failed attempts (no byte received) allowed before giving up; the wait
-    doubles from `backoff` seconds up to `max_backoff`. extra_space_factor: also require this multiple
+    policy: retries, their waits and the timeout (RetryPolicy). extra_space_factor: also require this multiple
     of the full size free (1.0 when the zip will be unpacked next to itself). Raises DownloadError;
     the .part file is kept so that the next run resumes.
     """
@@ -120,12 +130,12 @@ def download(url, dest, chunk_size=CHUNK_SIZE, retries=5, backoff=1.0, max_backo
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(dest)
     expected_total = None  # the file size the server first announced
-    attempts = Retries(retries, backoff, max_backoff)
+    attempts = Retries(policy.retries, policy.backoff, policy.max_backoff)
     while True:
         offset = part.stat().st_size if part.exists() else 0
         attempts.wait(url, part, offset)
         try:
-            response = _open(url, offset, timeout)
+            response = _open(url, offset, policy.timeout)
         except urllib.error.HTTPError as error:
             error.close()
             if error.code == 416 and offset:  # nothing left past offset: complete, or the server's file is smaller
@@ -426,8 +436,8 @@ def fetch_file(address, dest, args, extra_space_factor=0.0):
         return dest
     if "://" not in address:
         raise DownloadError(f"{address}: no such file, and not a URL; pass a URL or a local copy")
-    return download(address, dest, retries=args.retries, timeout=args.timeout, backoff=args.backoff,
-                    extra_space_factor=extra_space_factor, progress=not args.quiet)
+    policy = RetryPolicy(retries=args.retries, backoff=args.backoff, timeout=args.timeout)
+    return download(address, dest, policy, extra_space_factor=extra_space_factor, progress=not args.quiet)
 
 
 def prepare_out_dir(folder) -> Path:

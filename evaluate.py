@@ -27,11 +27,12 @@ import warnings
 import torch
 
 from annotations import add_data_arguments, load_dataset
+from captioning import Decoding, add_decoding_arguments
 from checkpoint import checkpoint_digest, load_captioner, load_checkpoint, model_paths
-from common import (UserError, check_outputs, check_writable, count, fail, interrupted, non_negative, one_line,
+from common import (UserError, check_outputs, check_writable, count, fail, interrupted, one_line,
                     positive_int, resolve_device, use_warning_lines, write_json, write_text)
 from diagnostics import caption_diagnostics, collapse_warning, format_diagnostics, format_report
-from encode import split_features, split_latents
+from latents import EncodeOptions, open_cache, split_features, split_latents
 from metrics import (METRIC_NAMES, PTB_PUNCTUATIONS, java_available, ptb_tokenize_java,  # noqa: F401 (evaluate.X users)
                      ptb_tokenize_python, score_captions, score_captions_per_video)
 from model import caption_features
@@ -126,9 +127,10 @@ def split_inputs(args, checkpoint, dataset, decoder, encoder) -> tuple:
             raise UserError(f"{args.features}: features of size {found['latent_dim']}, but {args.model_path} was "
                             f"trained on size {record['latent_dim']} ({record.get('name')})")
         return features_by_split[args.split]
-    features_by_split, _ = split_latents(dataset, [args.split], encoder, args.cache_dir, record.get("dtype", "fp32"),
-                                         args.num_workers, views=args.views, frame_features=decoder.config.uses_frames,
-                                         batch_size=args.encode_batch_size)
+    cache, preprocess = open_cache(encoder, args.cache_dir, record.get("dtype", "fp32"), args.views,
+                                   with_frames=decoder.config.uses_frames)
+    options = EncodeOptions(batch_size=args.encode_batch_size, num_workers=args.num_workers)
+    features_by_split = split_latents(dataset, [args.split], encoder, cache, preprocess, options)
     video_ids, features = features_by_split[args.split]  # (N, D) or (N, F, D); (N, K, ...) with views
     return video_ids, features.mean(axis=1) if args.views > 1 else features
 
@@ -176,8 +178,9 @@ def evaluate_checkpoint(args, java=None) -> dict:
     video_ids, features = split_inputs(args, checkpoint, dataset, decoder, encoder)
     warn_absurd_features(video_ids, features, decoder)
     features = control_features(torch.from_numpy(features).to(device), args.control)
-    captions = caption_features(decoder, tokenizer, features, args.beam_size, args.max_len, args.batch_size,
-                                args.length_penalty)
+    decoding = Decoding.from_args(args)
+    captions = caption_features(decoder, tokenizer, features, decoding.beam_size, decoding.max_len, args.batch_size,
+                                decoding.length_penalty)
     predictions = dict(zip(video_ids, captions))
     references = {vid: dataset.captions[vid] for vid in video_ids}
     metrics, per_video = score_captions_per_video(predictions, references, java=java)
@@ -192,7 +195,8 @@ def evaluate_checkpoint(args, java=None) -> dict:
             "model_path": str(paths[0]) if len(paths) == 1 else [str(path) for path in paths],
             "checkpoint_digest": "+".join(checkpoint_digest(member) for member in checkpoints),
             "control": args.control, "views": args.views,
-            "decoding": {"beam_size": args.beam_size, "length_penalty": args.length_penalty, "max_len": args.max_len}}
+            "decoding": {"beam_size": decoding.beam_size, "length_penalty": decoding.length_penalty,
+                         "max_len": decoding.max_len}}
 
 
 # ----------------------------------------------------------------------------- command line
@@ -218,10 +222,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="for a checkpoint trained on precomputed features: the folder of <video_id>.npy files")
     parser.add_argument("--views", type=positive_int, default=1,
                         help="caption from the mean latent of K jittered samplings per video (1 = the middle frames)")
-    parser.add_argument("--beam_size", type=positive_int, default=5, help="beam width (1 = greedy)")
-    parser.add_argument("--length_penalty", type=non_negative, default=1.0,
-                        help="beams are ranked by log-probability / length ** this (0 = no length normalisation)")
-    parser.add_argument("--max_len", type=positive_int, default=30, help="max caption length in tokens")
+    add_decoding_arguments(parser, num_captions=None, sampling=False)
     parser.add_argument("--batch_size", type=positive_int, default=256, help="videos per beam-search batch")
     parser.add_argument("--num_workers", type=count, default=None,
                         help="DataLoader workers decoding videos for the cache (default: one per available core; 0 = "

@@ -18,8 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-from common import (UserError, check_outputs, check_writable, count, fail, interrupted, non_negative, positive_float,
-                    positive_int, share, write_text)
+from captioning import (Decoding, add_decoding_arguments, caption_segments, caption_video, format_srt,
+                        format_timestamp, format_vtt, generate_batch)
+from common import (UserError, check_outputs, check_writable, count, fail, interrupted, non_negative, positive_int,
+                    write_text)
 
 # torch, transformers and the modules that import them are imported inside the functions that use them, so
 # that `inference.py --help` answers at once instead of after several seconds of imports.
@@ -39,19 +41,7 @@ def parse_args(argv=None):
                         help="local copy of the checkpoint's X-CLIP (default: the name stored in the checkpoint)")
     parser.add_argument("--device", default="auto", help="where to run: auto (a GPU when there is one), cpu, cuda or "
                                                           "cuda:N")
-    parser.add_argument("--beam_size", type=positive_int, default=5, help="beam width (1 = greedy)")
-    parser.add_argument("--num_captions", type=positive_int, default=1,
-                        help="captions per video: the best beams (beam size raised to it if smaller), or samples")
-    parser.add_argument("--length_penalty", type=non_negative, default=1.0,
-                        help="beams are ranked by log-probability / length ** this (0 = no length normalisation)")
-    parser.add_argument("--max_len", type=positive_int, default=30, help="max caption length in tokens")
-    parser.add_argument("--sample", action="store_true",
-                        help="draw captions at random from the decoder instead of beam search")
-    parser.add_argument("--temperature", type=positive_float, default=1.0,
-                        help="with --sample: below 1 sharper (towards greedy), above 1 more varied")
-    parser.add_argument("--top_p", type=share, default=1.0,
-                        help="with --sample: draw from the smallest set of tokens holding this much probability")
-    parser.add_argument("--seed", type=count, default=0, help="with --sample: random seed (same seed, same captions)")
+    add_decoding_arguments(parser)
     parser.add_argument("--views", type=positive_int, default=1,
                         help="caption the mean latent of K jittered samplings of each video (1 = middle frames)")
     parser.add_argument("--segment_seconds", type=non_negative, default=0,
@@ -80,140 +70,6 @@ def check_args(args, num_videos):
     return None
 
 
-def decoder_inputs(encoder, decoder, clips):
-    """Clips (B, F, 3, S, S) -> what the decoder reads: latents (B, D), or frame features (B, F, D) for the
-    attention decoder."""
-    if decoder.config.uses_frames:
-        return encoder.encode_with_frames(clips)[1]
-    return encoder.encode(clips)
-
-
-def generate(decoder, tokenizer, features, num_captions=1, beam_size=5, max_len=30, length_penalty=1.0,
-             sample=False, temperature=1.0, top_p=1.0, seed=0):
-    """Features of one video (1, ...) -> its captions [{"caption", "score"}]: the num_captions best beams with
-    their length-normalised log-probabilities, or with sample, num_captions random draws (score None)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    # One video's beams are too small to split across threads: on a shared 2-core machine two threads wait
-    # for each other at every step (docs/performance.md).
-    torch.set_num_threads(1)
-    try:
-        return generate_batch(decoder, tokenizer, features, num_captions, beam_size, max_len, length_penalty,
-                              sample, temperature, top_p, seed)[0]
-    finally:
-        torch.set_num_threads(threads)
-
-
-def generate_batch(decoder, tokenizer, features, num_captions=1, beam_size=5, max_len=30, length_penalty=1.0,
-                   sample=False, temperature=1.0, top_p=1.0, seed=0):
-    """Features of B videos (B, ...) -> per video its captions, as generate() gives them: beam search over all
-    the videos at once; sampling video by video, so that each video's draws are those it gets alone."""
-    from model import beam_search, sample as sample_captions
-
-    if sample:
-        return [[{"caption": tokenizer.decode(ids), "score": None}
-                 for ids in sample_captions(decoder, row.expand(num_captions, *row.shape), max_len=max_len,
-                                            temperature=temperature, top_p=top_p, seed=seed)]
-                for row in features]
-    beams = beam_search(decoder, features, beam_size=max(beam_size, num_captions), max_len=max_len,
-                        length_penalty=length_penalty, n_best=num_captions)
-    return [[{"caption": tokenizer.decode(ids), "score": round(score, 4)} for ids, score in video]
-            for video in beams]
-
-
-def caption_video(path, encoder, decoder, tokenizer, preprocess, views=1, **decoding):
-    """One video -> {"path", "captions": [{"caption", "score"}], "warnings", "seconds": {...}}.
-
-    decoding: generate()'s options. With views > 1 the caption comes from the mean of the latents of `views`
-    jittered samplings, drawn as the cache draws them for a video whose id is the file name. Raises
-    dataset.VideoError for a video that cannot be read.
-    """
-    import torch
-    from dataset import read_views
-
-    started = time.perf_counter()
-    frames, info = read_views(path, Path(path).stem, views, encoder.num_frames, preprocess)  # (K, F, 3, S, S)
-    decoded = time.perf_counter()
-    features = decoder_inputs(encoder, decoder, torch.from_numpy(frames)).mean(dim=0, keepdim=True)  # (1, ...)
-    encoded = time.perf_counter()
-    captions = generate(decoder, tokenizer, features.to(decoder.latent_mean.device), **decoding)
-    generated = time.perf_counter()
-    return {"path": str(path), "captions": captions, "warnings": info.get("warnings", []),
-            "seconds": {"decode": round(decoded - started, 4), "encode": round(encoded - decoded, 4),
-                        "generate": round(generated - encoded, 4)}}
-
-
-def caption_segments(path, encoder, decoder, tokenizer, preprocess, segment_seconds, beam_size=5, max_len=30,
-                     length_penalty=1.0, batch_size=8):
-    """Caption every segment_seconds window of one video -> {"path", "segments": [{"start", "end", "caption"}]
-    (neighbours with the same caption merged), "windows": how many were captioned, "warnings", "seconds"}.
-
-    Raises dataset.VideoError for a video that cannot be read.
-    """
-    import numpy as np
-    import torch
-    from dataset import read_video_windows
-    from model import caption_features
-
-    started = time.perf_counter()
-    windows, warnings, captions = [], [], []
-    pending = []  # windows read but not captioned yet, captioned batch_size at a time
-
-    def caption_pending():
-        clips = torch.from_numpy(np.stack([window["frames"] for window in pending]))  # (B, F, 3, S, S)
-        inputs = decoder_inputs(encoder, decoder, clips).to(decoder.latent_mean.device)
-        captions.extend(caption_features(decoder, tokenizer, inputs, beam_size=beam_size, max_len=max_len,
-                                         length_penalty=length_penalty))
-        pending.clear()
-
-    for window in read_video_windows(path, segment_seconds, encoder.num_frames, preprocess):
-        windows.append((window["start"], window["end"]))
-        warnings += window["warnings"]
-        pending.append(window)
-        if len(pending) == batch_size:
-            caption_pending()
-    if pending:
-        caption_pending()
-    segments = merge_segments([{"start": round(start, 3), "end": round(end, 3), "caption": caption}
-                               for (start, end), caption in zip(windows, captions)])
-    return {"path": str(path), "segments": segments, "windows": len(windows), "warnings": warnings,
-            "seconds": {"total": round(time.perf_counter() - started, 4)}}
-
-
-def merge_segments(segments):
-    """Join consecutive segments with the same caption into one running from the first start to the last end."""
-    merged = []
-    for segment in segments:
-        if merged and merged[-1]["caption"] == segment["caption"]:
-            merged[-1]["end"] = segment["end"]
-        else:
-            merged.append(dict(segment))
-    return merged
-
-
-def format_timestamp(seconds, decimal_mark="."):
-    """Seconds -> "HH:MM:SS.mmm" (WebVTT) or, with decimal_mark ",", "HH:MM:SS,mmm" (SRT)."""
-    milliseconds = int(round(seconds * 1000))
-    hours, milliseconds = divmod(milliseconds, 3_600_000)
-    minutes, milliseconds = divmod(milliseconds, 60_000)
-    secs, milliseconds = divmod(milliseconds, 1000)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal_mark}{milliseconds:03d}"
-
-
-def format_srt(segments):
-    """Segments -> SubRip text: numbered cues (number, "HH:MM:SS,mmm --> HH:MM:SS,mmm", caption), a blank line apart."""
-    cues = [f"{number}\n{format_timestamp(s['start'], ',')} --> {format_timestamp(s['end'], ',')}\n{s['caption']}\n"
-            for number, s in enumerate(segments, start=1)]
-    return "\n".join(cues)
-
-
-def format_vtt(segments):
-    """Segments -> WebVTT text: the "WEBVTT" header, then cues ("HH:MM:SS.mmm --> HH:MM:SS.mmm", caption)."""
-    cues = [f"{format_timestamp(s['start'])} --> {format_timestamp(s['end'])}\n{s['caption']}\n" for s in segments]
-    return "\n".join(["WEBVTT\n"] + cues)
-
-
 def print_result(result, path, several, as_json):
     """One video's result on stdout: JSON, its caption(s), or its segments with their times."""
     if as_json:
@@ -237,24 +93,24 @@ def print_result(result, path, several, as_json):
 def caption_path(path, captioner, args) -> dict:
     """One video's result as main prints it: its captions, or with --segment_seconds its segments."""
     if args.segment_seconds:
-        return caption_segments(path, *captioner, args.segment_seconds, args.beam_size, args.max_len,
-                                args.length_penalty)
-    return caption_video(path, *captioner, views=args.views, **decoding_options(args))
+        return caption_segments(path, *captioner, args.segment_seconds, Decoding.from_args(args))
+    return caption_video(path, *captioner, views=args.views, decoding=Decoding.from_args(args))
 
 
 def caption_many(paths, captioner, args):
     """Whole videos, several at once: yield (path, result or the UserError of a video that cannot be read), in the
     order of paths. Decoding runs in DataLoader workers while X-CLIP encodes batches of --batch_size videos and
-    beam search captions them together (encode.encoded_batches); nothing is held but the batches in flight."""
+    beam search captions them together (latents.encoded_batches); nothing is held but the batches in flight."""
     import torch
-    from encode import encoded_batches
+    from latents import EncodeOptions, encoded_batches
 
     encoder, decoder, tokenizer, preprocess = captioner
     # While the workers decode, beam search gets one thread: two wait for each other at every step on a busy CPU.
     threads = torch.get_num_threads() if args.num_workers == 0 else 1
     items = [(Path(path).stem, path) for path in paths]  # the file name seeds --views, as caption_video does
-    for batch in encoded_batches(items, encoder, preprocess, args.views, decoder.config.uses_frames,
-                                 args.batch_size, args.num_workers, to_cpu=False):
+    options = EncodeOptions(batch_size=args.batch_size, num_workers=args.num_workers)
+    for batch in encoded_batches(items, encoder, preprocess, args.views, decoder.config.uses_frames, options,
+                                 to_cpu=False):
         captions, shares = [], {}
         if batch["latents"] is not None:
             features = batch["frame_features"] if decoder.config.uses_frames else batch["latents"]  # (B, K, ...)
@@ -262,7 +118,7 @@ def caption_many(paths, captioner, args):
             torch.set_num_threads(threads)
             try:
                 captions = generate_batch(decoder, tokenizer, features.mean(dim=1).to(decoder.latent_mean.device),
-                                          **decoding_options(args))
+                                          Decoding.from_args(args))
             finally:
                 torch.set_num_threads(encoder_threads)
             shares = {"encode": batch["encode_seconds"] / len(captions),
@@ -276,13 +132,6 @@ def caption_many(paths, captioner, args):
             seconds = {"decode": sample["seconds"], **shares}
             yield path, {"path": str(path), "captions": next(rows), "warnings": sample["warnings"],
                          "seconds": {name: round(value, 4) for name, value in seconds.items()}}
-
-
-def decoding_options(args) -> dict:
-    """generate()'s options from the command line."""
-    return {"num_captions": args.num_captions, "beam_size": args.beam_size, "max_len": args.max_len,
-            "length_penalty": args.length_penalty, "sample": args.sample, "temperature": args.temperature,
-            "top_p": args.top_p, "seed": args.seed}
 
 
 def outcomes(paths, captioner, args):

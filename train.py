@@ -5,7 +5,7 @@
 Latents come from the on-disk cache (missing ones are encoded first, once). Each epoch prints
 train loss, validation loss and validation CIDEr (beam search on the val videos, all references),
 writes models/last.pt, models/best.pt (by CIDEr), a line in models/log.jsonl and redraws models/curves.png
-(curves.py; --tensorboard also writes the scalars for TensorBoard). --resume continues
+(training_curves.py; --tensorboard also writes the scalars for TensorBoard). --resume continues
 a killed run from last.pt; on CPU with a fixed seed it ends with the same weights as an unbroken run.
 
 Under `torchrun --nproc_per_node N train.py ...` it trains with DistributedDataParallel (NCCL on GPUs,
@@ -42,8 +42,8 @@ from checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_c
 from common import (DEFAULT_XCLIP, UserError, bounded, check_output_folder, check_outputs, count, fail, fraction,
                     interrupted, non_negative, one_line, positive_float, positive_int, progress_bar, resolve_device,
                     set_device, use_warning_lines, write_text)
-from curves import TENSORBOARD_MISSING, add_scalars, open_tensorboard, redraw, tensorboard_available
-from encode import load_encoder, split_features, split_latents
+from latents import EncodeOptions, load_encoder, open_cache, split_features, split_latents
+from training_curves import TENSORBOARD_MISSING, add_scalars, open_tensorboard, redraw, tensorboard_available
 from metrics import CiderD, ptb_tokenize_python, score_captions, tokenize_captions
 from model import CaptionDecoder, DecoderConfig, caption_features, greedy, sample
 
@@ -53,9 +53,8 @@ def at_least_two(text: str) -> int:
     return bounded(int, text, low=2)
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def add_data_flags(parser) -> None:
+    """train.py's data flags: the dataset, tokenizer, encoder and its latent cache, or precomputed features."""
     data = parser.add_argument_group("data")
     add_data_arguments(data)
     data.add_argument("--tokenizer_path", default="tokenizer.model", help="sentencepiece model from create_tokenizer.py")
@@ -74,6 +73,10 @@ def parse_args(argv=None):
                            "among torchrun's processes; 0 = in process)")
     data.add_argument("--encode_batch_size", type=positive_int, default=8,
                       help="videos X-CLIP encodes at once while it builds the cache (a GPU takes more: try 32)")
+
+
+def add_decoder_flags(parser) -> None:
+    """train.py's decoder flags: its sizes and kind."""
     model = parser.add_argument_group("decoder")
     model.add_argument("--embed_dim", type=positive_int, default=256, help="token embedding size")
     model.add_argument("--hidden_dim", type=positive_int, default=512, help="LSTM hidden size")
@@ -84,6 +87,13 @@ def parse_args(argv=None):
                        help="pooled: the video latent sets the LSTM state; attention: soft attention over the "
                             "per-frame features at every step")
     model.add_argument("--attention_dim", type=positive_int, default=256, help="attention hidden size (--decoder attention)")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_data_flags(parser)
+    add_decoder_flags(parser)
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=count, default=20,
                        help="maximum cross-entropy epochs (0 = none: self-critical training of --init alone)")
@@ -224,10 +234,10 @@ def split_features_or_latents(args, dataset, device, world_size) -> tuple:
     if args.features:
         return split_features(dataset, ["train", "val"], args.features, frame_features)
     encoder, _ = load_encoder(args.xclip_model, args.encode_dtype, device)
-    features_by_split, cache = split_latents(dataset, ["train", "val"], encoder, args.cache_dir, args.encode_dtype,
-                                             args.num_workers, barrier=cache_barrier() if world_size > 1 else None,
-                                             views=args.views, frame_features=frame_features,
-                                             batch_size=args.encode_batch_size)
+    cache, preprocess = open_cache(encoder, args.cache_dir, args.encode_dtype, args.views, with_frames=frame_features)
+    options = EncodeOptions(batch_size=args.encode_batch_size, num_workers=args.num_workers)
+    features_by_split = split_latents(dataset, ["train", "val"], encoder, cache, preprocess, options,
+                                      barrier=cache_barrier() if world_size > 1 else None)
     return features_by_split, dict(cache.meta)  # the encoder is let go: the cache is all training needs
 
 
@@ -323,23 +333,38 @@ def use_bf16(choice: str, device) -> bool:
     return device.type == "cpu" and cpu_has_native_bf16()
 
 
-def run_epoch(model, features, video_index, rows, batch_size, device, optimizer=None, scheduler=None,
-              grad_clip=0.0, generator=None, desc="train", rank=0, world_size=1, buckets=False, bf16=None):
-    """One pass over the captions; trains when an optimizer is given. Returns the mean loss.
+@dataclass(frozen=True)
+class EpochOptions:
+    """How run_epoch goes through the captions: batches of batch_size from epoch_batches (shuffled by generator
+    when training, of similar lengths with buckets); gradients clipped to grad_clip (0 = not clipped); bf16:
+    autocast the decoder to bfloat16 (None: on GPUs with native bf16 only); this process is rank of world_size;
+    desc names the progress bar."""
+    batch_size: int
+    desc: str = "train"
+    generator: torch.Generator | None = None
+    buckets: bool = False
+    grad_clip: float = 0.0
+    bf16: bool | None = None
+    rank: int = 0
+    world_size: int = 1
 
-    Batches come from epoch_batches (shuffled by generator, of similar lengths with buckets). bf16: autocast the
-    decoder to bfloat16 (None: on GPUs with native bf16 only). Under torchrun every rank draws the same global
-    batches and takes its slice rank::world_size of each; the loss is rescaled so that DDP's gradient average
-    equals the single-process gradient of the whole batch (a token-weighted mean), whatever the ranks' token
-    counts.
+
+def run_epoch(model, features, video_index, rows, device, options: EpochOptions, optimizer=None, scheduler=None):
+    """One pass over the captions; trains when an optimizer (and its scheduler) is given. Returns the mean loss.
+
+    Under torchrun every rank draws the same global batches and takes its slice rank::world_size of each; the
+    loss is rescaled so that DDP's gradient average equals the single-process gradient of the whole batch (a
+    token-weighted mean), whatever the ranks' token counts.
     """
+    batch_size, grad_clip, desc = options.batch_size, options.grad_clip, options.desc
+    generator, rank, world_size, buckets = options.generator, options.rank, options.world_size, options.buckets
     pad_id = getattr(model, "module", model).config.pad_id
     training = optimizer is not None
     model.train(training)
     rows, video_index = torch.from_numpy(rows), torch.from_numpy(video_index)
     lengths = (rows != pad_id).sum(1)  # (N,) tokens per caption
     batches = epoch_batches(lengths, batch_size, training, generator, buckets)
-    bf16 = use_bf16("auto", device) if bf16 is None else bf16
+    bf16 = use_bf16("auto", device) if options.bf16 is None else options.bf16
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     # Bucketed batches differ in length, and a batch's loss is its tokens' mean: weigh each batch by its tokens
     # (against the epoch's mean per batch), so that every token counts alike, as in batches of mixed lengths.
@@ -386,7 +411,8 @@ def run_epoch(model, features, video_index, rows, batch_size, device, optimizer=
 def validation_loss(decoder, features, val: Split, batch_size, device, bf16) -> float:
     """Mean teacher-forced loss on every val caption, in eval mode and without gradients."""
     with torch.no_grad():
-        return run_epoch(decoder, features, val.video_index, val.rows, batch_size, device, desc="val loss", bf16=bf16)
+        return run_epoch(decoder, features, val.video_index, val.rows, device,
+                         EpochOptions(batch_size, desc="val loss", bf16=bf16))
 
 
 def validate(decoder, tokenizer, val: Split, features, references, args, device):
@@ -710,10 +736,11 @@ def train_epoch(run: Run, epoch: int, features) -> dict:
     """One cross-entropy epoch over every training caption: {"train_loss"}."""
     args = run.args
     generator = torch.Generator().manual_seed(args.seed * 100003 + epoch)  # same batches on every rank
-    loss = run_epoch(run.model, features, run.data.train.video_index, run.data.train.rows, args.batch_size,
-                     run.device, run.optimizer, run.scheduler, args.grad_clip, generator, desc=f"epoch {epoch + 1}",
-                     rank=run.rank, world_size=run.world_size, buckets=args.length_buckets,
-                     bf16=use_bf16(args.bf16, run.device))
+    options = EpochOptions(args.batch_size, desc=f"epoch {epoch + 1}", generator=generator,
+                           buckets=args.length_buckets, grad_clip=args.grad_clip, bf16=use_bf16(args.bf16, run.device), rank=run.rank,
+                           world_size=run.world_size)
+    loss = run_epoch(run.model, features, run.data.train.video_index, run.data.train.rows, run.device, options,
+                     run.optimizer, run.scheduler)
     return {"train_loss": loss}
 
 

@@ -1,12 +1,12 @@
-"""Training curves (curves.py): log.jsonl read back, runs overlaid in their own colours, TensorBoard scalars."""
+"""Training curves (training_curves.py, drawn by train.py and curves.py): log.jsonl read back, runs overlaid in their own colours, TensorBoard scalars."""
 import json
 
 import numpy as np
 import pytest
 from PIL import Image
 
-import curves
 import train
+import training_curves as curves
 
 RUN_COLOURS = {"C0": (0x1F, 0x77, 0xB4), "C1": (0xFF, 0x7F, 0x0E)}  # matplotlib's first two cycle colours
 

@@ -10,10 +10,13 @@ import zipfile
 import pytest
 
 import download_dataset
-from download_dataset import DownloadError, download, extract_zip
+from download_dataset import DownloadError, RetryPolicy, download, extract_zip
 
 CHUNK = 4096
-FAST = dict(chunk_size=CHUNK, backoff=0.001, max_backoff=0.01, timeout=5, progress=False)
+def fast(retries=5):
+    """download()'s options for a local test server: short waits, no bar."""
+    policy = RetryPolicy(retries, backoff=0.001, max_backoff=0.01, timeout=5)
+    return dict(chunk_size=CHUNK, policy=policy, progress=False)
 
 
 class RangeHandler(http.server.BaseHTTPRequestHandler):
@@ -105,7 +108,7 @@ def assert_extracted(out_dir, files=FILES):
 
 def test_full_download_then_extract(server, tmp_path):
     server.payload = make_zip(FILES)
-    zip_path = download(server.url, tmp_path / "MSRVTT.zip", **FAST)
+    zip_path = download(server.url, tmp_path / "MSRVTT.zip", **fast())
     assert zip_path.read_bytes() == server.payload
     assert not (tmp_path / "MSRVTT.zip.part").exists()
     assert [entry["range"] for entry in server.log] == [None]
@@ -119,7 +122,7 @@ def test_dropped_connection_resumes_with_range(server, tmp_path):
     server.payload = make_zip(FILES)
     dropped_at = 10_000
     server.plan = [{"drop_after": dropped_at}]
-    zip_path = download(server.url, tmp_path / "MSRVTT.zip", **FAST)
+    zip_path = download(server.url, tmp_path / "MSRVTT.zip", **fast())
     assert zip_path.read_bytes() == server.payload
     assert [entry["range"] for entry in server.log] == [None, f"bytes={dropped_at}-"]
     assert [entry["status"] for entry in server.log] == [200, 206]
@@ -130,7 +133,7 @@ def test_interrupted_run_resumes_from_part_file(server, tmp_path):
     """A .part left by a killed run is continued, not fetched again."""
     server.payload = make_zip(FILES)
     (tmp_path / "MSRVTT.zip.part").write_bytes(server.payload[:7777])
-    zip_path = download(server.url, tmp_path / "MSRVTT.zip", **FAST)
+    zip_path = download(server.url, tmp_path / "MSRVTT.zip", **fast())
     assert zip_path.read_bytes() == server.payload
     assert [entry["range"] for entry in server.log] == ["bytes=7777-"]
     assert server.log[0]["sent"] == len(server.payload) - 7777
@@ -140,7 +143,7 @@ def test_server_ignoring_range_restarts_from_zero(server, tmp_path):
     server.payload = make_zip(FILES)
     server.defaults = {"ignore_range": True}
     (tmp_path / "MSRVTT.zip.part").write_bytes(b"stale bytes that must not survive")
-    zip_path = download(server.url, tmp_path / "MSRVTT.zip", **FAST)
+    zip_path = download(server.url, tmp_path / "MSRVTT.zip", **fast())
     assert zip_path.read_bytes() == server.payload
     assert [(entry["range"], entry["status"]) for entry in server.log] == [("bytes=33-", 200)]
 
@@ -148,7 +151,7 @@ def test_server_ignoring_range_restarts_from_zero(server, tmp_path):
 def test_part_already_complete_is_finished_without_refetching(server, tmp_path):
     server.payload = make_zip(FILES)
     (tmp_path / "MSRVTT.zip.part").write_bytes(server.payload)
-    zip_path = download(server.url, tmp_path / "MSRVTT.zip", **FAST)
+    zip_path = download(server.url, tmp_path / "MSRVTT.zip", **fast())
     assert zip_path.read_bytes() == server.payload
     assert [entry["status"] for entry in server.log] == [416]
 
@@ -158,7 +161,7 @@ def test_short_file_is_a_clear_error_and_part_is_kept(server, tmp_path):
     server.payload = make_zip(FILES)
     server.defaults = {"declared_total": len(server.payload) + 100}
     with pytest.raises(DownloadError, match=r"giving up after 2 retries.*stopped at \d+ of \d+ bytes"):
-        download(server.url, tmp_path / "MSRVTT.zip", retries=2, **FAST)
+        download(server.url, tmp_path / "MSRVTT.zip", **fast(retries=2))
     assert (tmp_path / "MSRVTT.zip.part").read_bytes() == server.payload
     assert not (tmp_path / "MSRVTT.zip").exists()
     assert len(server.log) <= 1 + 1 + 2  # the first full try, one try that made progress, then 2 retries
@@ -168,7 +171,7 @@ def test_size_changing_between_requests_is_a_clear_error(server, tmp_path):
     server.payload = make_zip(FILES)
     server.plan = [{"drop_after": 5000}, {"declared_total": len(server.payload) + 5}]
     with pytest.raises(DownloadError, match="changed from"):
-        download(server.url, tmp_path / "MSRVTT.zip", **FAST)
+        download(server.url, tmp_path / "MSRVTT.zip", **fast())
     assert (tmp_path / "MSRVTT.zip.part").read_bytes() == server.payload[:5000]
     assert not (tmp_path / "MSRVTT.zip").exists()
 
@@ -176,7 +179,7 @@ def test_size_changing_between_requests_is_a_clear_error(server, tmp_path):
 def test_transient_errors_are_retried_then_succeed(server, tmp_path):
     server.payload = make_zip(FILES)
     server.plan = [{"status": 503}, {"status": 503}]
-    zip_path = download(server.url, tmp_path / "MSRVTT.zip", retries=3, **FAST)
+    zip_path = download(server.url, tmp_path / "MSRVTT.zip", **fast(retries=3))
     assert zip_path.read_bytes() == server.payload
     assert [entry["status"] for entry in server.log] == [503, 503, 200]
 
@@ -185,20 +188,20 @@ def test_persistent_errors_give_up_after_bounded_retries(server, tmp_path):
     server.payload = b"x" * 100
     server.defaults = {"status": 503}
     with pytest.raises(DownloadError, match="giving up after 2 retries .*HTTP 503"):
-        download(server.url, tmp_path / "MSRVTT.zip", retries=2, **FAST)
+        download(server.url, tmp_path / "MSRVTT.zip", **fast(retries=2))
     assert len(server.log) == 3
 
 
 def test_not_found_is_final(server, tmp_path):
     server.defaults = {"status": 404}
     with pytest.raises(DownloadError, match="HTTP 404"):
-        download(server.url, tmp_path / "MSRVTT.zip", retries=5, **FAST)
+        download(server.url, tmp_path / "MSRVTT.zip", **fast(retries=5))
     assert len(server.log) == 1
 
 
 def test_unreachable_server_gives_up(tmp_path):
     with pytest.raises(DownloadError, match="giving up after 1 retries"):
-        download("http://127.0.0.1:9/MSRVTT.zip", tmp_path / "MSRVTT.zip", retries=1, **FAST)
+        download("http://127.0.0.1:9/MSRVTT.zip", tmp_path / "MSRVTT.zip", **fast(retries=1))
 
 
 DiskUsage = collections.namedtuple("DiskUsage", "total used free")
@@ -209,10 +212,10 @@ def test_free_space_is_checked_before_writing(server, tmp_path, monkeypatch):
     size = len(server.payload)
     monkeypatch.setattr(download_dataset.shutil, "disk_usage", lambda path: DiskUsage(10**12, 0, size + 10))
     with pytest.raises(DownloadError, match="needs"):  # the zip fits, the zip plus its contents do not
-        download(server.url, tmp_path / "MSRVTT.zip", extra_space_factor=1.0, **FAST)
+        download(server.url, tmp_path / "MSRVTT.zip", extra_space_factor=1.0, **fast())
     assert not (tmp_path / "MSRVTT.zip.part").exists()  # checked before any byte was written
     assert not (tmp_path / "MSRVTT.zip").exists()
-    download(server.url, tmp_path / "MSRVTT.zip", **FAST)  # without room for unpacking it fits
+    download(server.url, tmp_path / "MSRVTT.zip", **fast())  # without room for unpacking it fits
 
     monkeypatch.setattr(download_dataset.shutil, "disk_usage", lambda path: DiskUsage(10**12, 0, 1000))
     with pytest.raises(DownloadError, match="unpacking MSRVTT.zip needs"):

@@ -14,6 +14,7 @@ import inference
 import model
 import train
 from annotations import load_msrvtt
+from captioning import Decoding, caption_video
 from checkpoint import load_captioner, load_checkpoint
 from common import UserError, resolve_device
 from create_tokenizer import train_captions, train_tokenizer
@@ -79,8 +80,8 @@ def test_demo_loader_runs_the_encoder_in_the_checkpoints_dtype(world, bf16_model
     # demo.serve and inference.main both load through checkpoint.load_captioner.
     encoder, decoder, tokenizer, preprocess = load_captioner(bf16_model, "cpu", str(world["xclip"]))
     assert encoder.dtype == torch.bfloat16 and next(encoder.model.parameters()).dtype == torch.bfloat16
-    result = inference.caption_video(some_clips(world, 1)[0], encoder, decoder, tokenizer, preprocess, beam_size=2,
-                                     max_len=5)
+    result = caption_video(some_clips(world, 1)[0], encoder, decoder, tokenizer, preprocess,
+                           decoding=Decoding(beam_size=2, max_len=5))
     assert isinstance(result["captions"][0]["caption"], str)
     # The cache training made is the one the same encoder finds again.
     cache, _ = encode.open_cache(encoder, world["root"] / "cache", "bf16")
@@ -255,8 +256,8 @@ def test_cache_latents_equal_the_float_path_bit_for_bit(world, tmp_path):
     encoder, _ = encode.load_encoder(str(world["xclip"]))
     cache, preprocess = encode.open_cache(encoder, tmp_path / "cache")
     clips = some_clips(world, 3)
-    summary = encode.encode_videos([(clip.stem, clip) for clip in clips], encoder, cache, preprocess, batch_size=2,
-                                   num_workers=1, progress=False)
+    summary = encode.encode_videos([(clip.stem, clip) for clip in clips], encoder, cache, preprocess,
+                                   encode.EncodeOptions(batch_size=2, num_workers=1, progress=False))
     assert summary["encoded"] == 3
     for clip in clips:
         frames, _ = read_video(clip, encoder.num_frames, preprocess)  # float32 (F, 3, S, S), as encoding used
@@ -281,13 +282,13 @@ def test_a_failed_rank_stops_the_others(world, tmp_path):
     script.write_text(f"""
 import os, sys
 sys.path.insert(0, {str(REPO)!r})
-import encode, train
-real = encode.encode_videos
+import latents, train
+real = latents.encode_videos
 def encode_videos(*args, **kwargs):
     if os.environ["RANK"] == "1":
         raise OSError(28, "No space left on device", "cache/latents/x.npy")
     return real(*args, **kwargs)
-encode.encode_videos = encode_videos
+latents.encode_videos = encode_videos
 sys.exit(train.main(train.parse_args(sys.argv[1:])))
 """)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),

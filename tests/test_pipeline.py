@@ -52,11 +52,12 @@ def test_cache_is_built_once_named_by_encoder_and_resumes(world, tmp_path):
     items = [(vid, msrvtt.video_path(vid)) for vid in msrvtt.splits["val"]]
     encoder, _ = encode.load_encoder(str(world["xclip"]))
     cache, preprocess = encode.open_cache(encoder, tmp_path)
-    first = encode.encode_videos(items[:3], encoder, cache, preprocess, num_workers=0, progress=False)
+    quiet = encode.EncodeOptions(num_workers=0, progress=False)
+    first = encode.encode_videos(items[:3], encoder, cache, preprocess, quiet)
     assert first["encoded"] == 3
     # A killed run leaves at most a temporary file; it is never read back as an entry.
     (cache.entries / f".{items[3][0]}.tmp999.npy").write_bytes(b"half")
-    second = encode.encode_videos(items, encoder, cache, preprocess, num_workers=0, progress=False)
+    second = encode.encode_videos(items, encoder, cache, preprocess, quiet)
     assert second["cached"] == 3 and second["encoded"] == len(items) - 3
     frames, _ = read_video(items[4][1], num_frames=16, preprocess=preprocess)
     expected = encoder.encode(torch.from_numpy(frames)[None])[0].numpy()

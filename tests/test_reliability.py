@@ -311,7 +311,7 @@ def test_killed_cache_build_resumes_without_redoing_work(world, tmp_path):
     # The same cache built in one go, in process: bit for bit the same latents.
     reference, preprocess = encode.open_cache(world["encoder"], tmp_path / "reference")
     encode.encode_videos([(path.stem, path) for path in videos], world["encoder"], reference, preprocess,
-                         batch_size=4, num_workers=0, progress=False)
+                         encode.EncodeOptions(batch_size=4, num_workers=0, progress=False))
     for path in videos:
         assert np.array_equal(np.load(latents_dir / f"{path.stem}.npy"), reference.load(path.stem)), path.stem
 
@@ -335,7 +335,7 @@ def training_world(world):
     videos = sorted((data / "MSRVTT" / "videos" / "all").glob("*.mp4"))
     cache, preprocess = encode.open_cache(world["encoder"], world["cache_dir"])
     encode.encode_videos([(path.stem, path) for path in videos], world["encoder"], cache, preprocess,
-                         num_workers=0, progress=False)
+                         encode.EncodeOptions(num_workers=0, progress=False))
     flags = ["--data_dir", str(data), "--tokenizer_path", str(world["tokenizer"]), "--xclip_model",
              str(world["xclip_model"]), "--cache_dir", str(world["cache_dir"]), "--batch_size", "4",
              "--embed_dim", "16", "--hidden_dim", "32", "--num_layers", "1", "--dropout", "0.1", "--warmup_steps", "5",
@@ -664,6 +664,6 @@ def test_real_clips_whole_and_damaged(world, realdata, tmp_path, capsys):
     assert all(Path(path).name.startswith("half_") for path in failed)  # only cuts lose a whole file
     cache, preprocess = encode.open_cache(world["encoder"], tmp_path / "cache")
     summary = encode.encode_videos([(path.stem, path) for path in paths], world["encoder"], cache, preprocess,
-                                   num_workers=0, progress=False)
+                                   encode.EncodeOptions(num_workers=0, progress=False))
     assert {Path(error.split(": ")[0]).name for _, error in summary["failed"]} == {Path(path).name for path in failed}
     assert summary["encoded"] == len(captioned)

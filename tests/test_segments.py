@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 
+import captioning
 import inference
 from dataset import read_video_windows
 
@@ -33,15 +34,15 @@ def test_windows_cover_the_video_and_show_what_happens_in_them(world):
 def test_merge_and_subtitle_formats():
     windows = [{"start": 0.0, "end": 2.0, "caption": "a"}, {"start": 2.0, "end": 4.0, "caption": "a"},
                {"start": 4.0, "end": 6.0, "caption": "b"}, {"start": 6.0, "end": 7.25, "caption": "a"}]
-    merged = inference.merge_segments(windows)
+    merged = captioning.merge_segments(windows)
     assert merged == [{"start": 0.0, "end": 4.0, "caption": "a"}, {"start": 4.0, "end": 6.0, "caption": "b"},
                       {"start": 6.0, "end": 7.25, "caption": "a"}]
     assert windows[0]["end"] == 2.0  # the input is left alone
-    assert inference.format_timestamp(3725.5) == "01:02:05.500"
-    assert inference.format_timestamp(59.9996, ",") == "00:01:00,000"
-    assert inference.format_srt(merged[:2]) == ("1\n00:00:00,000 --> 00:00:04,000\na\n\n"
+    assert captioning.format_timestamp(3725.5) == "01:02:05.500"
+    assert captioning.format_timestamp(59.9996, ",") == "00:01:00,000"
+    assert captioning.format_srt(merged[:2]) == ("1\n00:00:00,000 --> 00:00:04,000\na\n\n"
                                                 "2\n00:00:04,000 --> 00:00:06,000\nb\n")
-    assert inference.format_vtt(merged[:2]) == ("WEBVTT\n\n00:00:00.000 --> 00:00:04.000\na\n\n"
+    assert captioning.format_vtt(merged[:2]) == ("WEBVTT\n\n00:00:00.000 --> 00:00:04.000\na\n\n"
                                                 "00:00:04.000 --> 00:00:06.000\nb\n")
 
 

@@ -32,7 +32,7 @@ def world(tmp_path_factory):
     checkpoint = load_checkpoint(prepared["model_path"])
     encoder, cache, preprocess = prepared["encoder"], prepared["cache"], prepared["preprocess"]
     encode.encode_videos([(path.stem, path) for path in prepared["videos"]], encoder, cache, preprocess,
-                         num_workers=0, progress=False)
+                         encode.EncodeOptions(num_workers=0, progress=False))
     latents = torch.from_numpy(cache.read([path.stem for path in prepared["videos"]]))  # (6, 512)
     decoder = decoder_from_checkpoint(checkpoint).train()
     decoder.set_latent_stats(latents.mean(0), latents.std(0) + 1e-3)
@@ -137,10 +137,10 @@ def test_old_caches_and_checkpoints_are_recognised(world, tmp_path):
     cache, _ = encode.open_cache(encoder, tmp_path / "cache")
     assert cache.root == old
     summary = encode.encode_videos(items + [(path.stem, path) for path in world["videos"][3:4]], encoder, cache,
-                                   preprocess, num_workers=0, progress=False)
+                                   preprocess, encode.EncodeOptions(num_workers=0, progress=False))
     assert (summary["cached"], summary["encoded"]) == (3, 1)
     fresh, _ = encode.open_cache(encoder, tmp_path / "fresh")
-    encode.encode_videos(items, encoder, fresh, preprocess, num_workers=0, progress=False)
+    encode.encode_videos(items, encoder, fresh, preprocess, encode.EncodeOptions(num_workers=0, progress=False))
     assert fresh.root.name != old.name and all(np.array_equal(fresh.load(vid), cache.load(vid)) for vid, _ in items)
 
     checkpoint = load_checkpoint(world["model_path"])
@@ -198,9 +198,11 @@ def test_bf16_is_on_where_the_cpu_has_it_and_trains_like_fp32():
         optimizer = torch.optim.AdamW(decoder.parameters(), lr=3e-3, fused=True)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
         for epoch in range(4):
-            train.run_epoch(decoder, latents, video_index, rows, 16, torch.device("cpu"), optimizer, scheduler, 1.0,
-                            torch.Generator().manual_seed(epoch), buckets=True, bf16=bf16)
-        losses[bf16] = train.run_epoch(decoder, latents, video_index, rows, 16, torch.device("cpu"))
+            options = train.EpochOptions(16, generator=torch.Generator().manual_seed(epoch), buckets=True,
+                                         grad_clip=1.0, bf16=bf16)
+            train.run_epoch(decoder, latents, video_index, rows, torch.device("cpu"), options, optimizer, scheduler)
+        losses[bf16] = train.run_epoch(decoder, latents, video_index, rows, torch.device("cpu"),
+                                       train.EpochOptions(16))
     assert losses[True] == pytest.approx(losses[False], rel=0.01)
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+import captioning
 import encode
 import evaluate
 import inference
@@ -62,7 +63,8 @@ def test_cache_of_views_and_frames_is_named_shaped_and_matches_direct_encoding(w
     plain, preprocess = encode.open_cache(encoder, tmp_path)
     views, _ = encode.open_cache(encoder, tmp_path, views=3, with_frames=True)
     assert "-mid-" in plain.root.name and "-jit3s0-" in views.root.name
-    assert encode.encode_videos(items, encoder, views, preprocess, num_workers=0, progress=False)["encoded"] == 2
+    quiet = encode.EncodeOptions(num_workers=0, progress=False)
+    assert encode.encode_videos(items, encoder, views, preprocess, quiet)["encoded"] == 2
     vid, path = items[0]
     assert views.load(vid).shape == (3, 512) and views.load_frame_features(vid).shape == (3, 16, 512)
     frames, _ = read_video(path, 16, preprocess, jitter=True, seed=view_seed(vid, 2))
@@ -74,12 +76,12 @@ def test_cache_of_views_and_frames_is_named_shaped_and_matches_direct_encoding(w
     assert 0.5 < view_spread(latents) < 1.0 and 0.0 < view_variance_share(latents) < 1.0
     assert view_spread(latents, centred=True) < view_spread(latents)
     # One view keeps the (D,) layout; asking for frames later fills them in beside the same latents.
-    encode.encode_videos(items, encoder, plain, preprocess, num_workers=0, progress=False)
+    encode.encode_videos(items, encoder, plain, preprocess, quiet)
     first = plain.read([vid])
     assert first.shape == (1, 512) and not plain.frame_entries.exists()
     with_frames, _ = encode.open_cache(encoder, tmp_path, with_frames=True)
     assert with_frames.root == plain.root and not with_frames.has(vid)
-    assert encode.encode_videos(items, encoder, with_frames, preprocess, num_workers=0, progress=False)["encoded"] == 2
+    assert encode.encode_videos(items, encoder, with_frames, preprocess, quiet)["encoded"] == 2
     assert np.allclose(with_frames.read([vid]), first, atol=1e-6) and with_frames.read_frame_features([vid]).shape == (1, 16, 512)
 
 
@@ -211,7 +213,7 @@ def test_evaluate_and_inference_average_views_for_the_attention_decoder(attentio
     cache, preprocess = encode.open_cache(world["encoder"], world["root"] / "cache", views=2, with_frames=True)
     frames, _ = read_views(world["msrvtt"].video_path(vid), vid, 2, 16, preprocess)
     decoder = decoder_from_checkpoint(load_checkpoint(attention_run / "last.pt"))
-    inputs = inference.decoder_inputs(world["encoder"], decoder, torch.from_numpy(frames))  # (K, F, D)
+    inputs = captioning.decoder_inputs(world["encoder"], decoder, torch.from_numpy(frames))  # (K, F, D)
     assert torch.allclose(inputs, torch.from_numpy(cache.read_frame_features([vid])[0]), atol=1e-5)
 
 

@@ -9,9 +9,9 @@ weights, which costs what the real one does, saved with save_pretrained; a sente
 captioner checkpoint trained for a few batches. Then it measures, each stage on its own so that one failing
 stage leaves the others' numbers:
 
-- decoding: what read_video in DataLoader workers delivers alone (videos/s; encode.encoded_batches with an
+- decoding: what read_video in DataLoader workers delivers alone (videos/s; latents.encoded_batches with an
   encoder that does nothing), with the repo's default workers and with --num_workers;
-- encoding: encode.encode_videos into a fresh cache, X-CLIP in fp32 and in bf16 (videos/s), beside what the
+- encoding: latents.encode_videos into a fresh cache, X-CLIP in fp32 and in bf16 (videos/s), beside what the
   encoder alone does on frames already on the device;
 - training: train.run_epoch on cached-latent-sized inputs, fp32 and bf16 autocast (captions/s); the dtype of
   the LSTM's output under autocast is printed;
@@ -238,9 +238,9 @@ def make_checkpoint_for(path, encoder, dtype_name, tokenizer_path, device, batch
     import sentencepiece as spm
 
     from checkpoint import make_checkpoint, save_checkpoint
-    from encode import encoder_record
+    from latents import encoder_record
     from model import CaptionDecoder, DecoderConfig
-    from train import make_optimizer, run_epoch
+    from train import EpochOptions, make_optimizer, run_epoch
 
     proto = Path(tokenizer_path).read_bytes()
     tokenizer = spm.SentencePieceProcessor(model_proto=proto)
@@ -253,8 +253,9 @@ def make_checkpoint_for(path, encoder, dtype_name, tokenizer_path, device, batch
     latents = torch.randn(int(video_index.max()) + 1, LATENT_DIM, device=device)  # (N, D)
     decoder.set_latent_stats(latents.mean(0), latents.std(0))
     optimizer, scheduler = make_optimizer(training_options(128, batches, learning_rate=3e-3), decoder, len(rows))
-    run_epoch(decoder, latents, video_index, rows, 128, device, optimizer, scheduler, 1.0,
-              torch.Generator().manual_seed(seed), desc="checkpoint", buckets=True, bf16=False)
+    options = EpochOptions(128, desc="checkpoint", generator=torch.Generator().manual_seed(seed), buckets=True,
+                           grad_clip=1.0, bf16=False)
+    run_epoch(decoder, latents, video_index, rows, device, options, optimizer, scheduler)
     save_checkpoint(path, make_checkpoint(decoder.cpu(), proto, record, {"bench": True}))
     return Path(path)
 
@@ -279,14 +280,15 @@ class NoEncoder:
 
 def bench_decoding(bench, workers_list) -> None:
     """Videos/s that read_video in DataLoader workers delivers, with nothing encoding them."""
-    from encode import encoded_batches, load_preprocess
+    from latents import EncodeOptions, encoded_batches, load_preprocess
 
     items = [(path.stem, path) for path in bench.clips]
     preprocess = load_preprocess(str(bench.xclip), bench.image_size)
     for workers in workers_list:
         reset_peaks(bench.cpu)
         seconds, count = timed_on(bench.cpu, lambda: sum(len(batch["video_ids"]) for batch in encoded_batches(
-            items, NoEncoder(bench.num_frames), preprocess, batch_size=bench.batch_size, num_workers=workers)))
+            items, NoEncoder(bench.num_frames), preprocess,
+            options=EncodeOptions(batch_size=bench.batch_size, num_workers=workers))))
         bench.add("decoding", f"read_video in {workers} DataLoader workers, {bench.clip_desc}",
                   count / seconds, "videos/s", f"{count} videos in {seconds:.1f} s (workers' start included)",
                   rss_peak_mib=round(peak_rss_mib(), 1))
@@ -294,7 +296,7 @@ def bench_decoding(bench, workers_list) -> None:
 
 def bench_encoder_alone(bench, dtype_name: str) -> float:
     """Videos/s of X-CLIP on frames already on the device: what the GPU can do when it never waits."""
-    from encode import load_encoder
+    from latents import load_encoder
 
     encoder, _ = load_encoder(str(bench.xclip), dtype_name, bench.device)
     frames = torch.randn(bench.batch_size, bench.num_frames, 3, bench.image_size, bench.image_size,
@@ -311,10 +313,10 @@ def bench_encoder_alone(bench, dtype_name: str) -> float:
 
 
 def bench_encoding(bench, dtype_name: str, ceiling) -> None:
-    """encode.encode_videos of the clips into a fresh cache (encode.py's path): videos/s, peaks."""
+    """latents.encode_videos of the clips into a fresh cache (encode.py's path): videos/s, peaks."""
     import shutil
 
-    from encode import encode_videos, load_encoder, open_cache
+    from latents import EncodeOptions, encode_videos, load_encoder, open_cache
 
     encoder, reference = load_encoder(str(bench.xclip), dtype_name, bench.device)
     items = [(path.stem, path) for path in bench.clips]
@@ -324,9 +326,9 @@ def bench_encoding(bench, dtype_name: str, ceiling) -> None:
         cache, preprocess = open_cache(encoder, cache_dir, dtype_name)
         chosen = items if attempt == "measured" else items[: 2 * bench.batch_size]
         reset_peaks(bench.device)
-        seconds, summary = timed_on(bench.device, encode_videos, chosen, encoder, cache, preprocess,
-                                    batch_size=bench.batch_size, num_workers=bench.workers,
-                                    reference_encoder=reference if attempt == "warm-up" else None, progress=False)
+        options = EncodeOptions(batch_size=bench.batch_size, num_workers=bench.workers, progress=False)
+        seconds, summary = timed_on(bench.device, encode_videos, chosen, encoder, cache, preprocess, options,
+                                    reference_encoder=reference if attempt == "warm-up" else None)
         shutil.rmtree(cache_dir, ignore_errors=True)
     if summary["failed"]:
         raise RuntimeError(f"{len(summary['failed'])} clips failed: {summary['failed'][0][1]}")
@@ -366,7 +368,7 @@ def bench_training(bench) -> None:
     import sentencepiece as spm
 
     from model import CaptionDecoder, DecoderConfig
-    from train import make_optimizer, run_epoch
+    from train import EpochOptions, make_optimizer, run_epoch
 
     tokenizer = spm.SentencePieceProcessor(model_file=str(bench.tokenizer))
     batch_size, batches = 128, bench.train_batches
@@ -390,12 +392,14 @@ def bench_training(bench) -> None:
             bench.results["lstm_dtype_under_autocast"] = {"decoder": lstm_dtype, "bare nn.LSTM": bare_dtype}
         optimizer, scheduler = make_optimizer(training_options(batch_size, batches), decoder, len(rows))
         warm = slice(0, min(10, max(1, batches // 3)) * batch_size)
-        run_epoch(decoder, latents, video_index[warm], rows[warm], batch_size, bench.device, optimizer, scheduler,
-                  1.0, torch.Generator().manual_seed(1), desc="warm-up", buckets=buckets, bf16=bf16)
+        warm_up = EpochOptions(batch_size, desc="warm-up", generator=torch.Generator().manual_seed(1), buckets=buckets,
+                               grad_clip=1.0, bf16=bf16)
+        run_epoch(decoder, latents, video_index[warm], rows[warm], bench.device, warm_up, optimizer, scheduler)
         reset_peaks(bench.device)
-        seconds, loss = timed_on(bench.device, run_epoch, decoder, latents, video_index, rows, batch_size,
-                                 bench.device, optimizer, scheduler, 1.0, torch.Generator().manual_seed(2),
-                                 desc=name, buckets=buckets, bf16=bf16)
+        measured = EpochOptions(batch_size, desc=name, generator=torch.Generator().manual_seed(2), buckets=buckets,
+                                grad_clip=1.0, bf16=bf16)
+        seconds, loss = timed_on(bench.device, run_epoch, decoder, latents, video_index, rows, bench.device,
+                                 measured, optimizer, scheduler)
         rates[name] = len(rows) / seconds
         reference = (f"{fp32_name} {rates[fp32_name]:.3g} captions/s: {rates[name] / rates[fp32_name]:.2f}x" if bf16
                      else f"{batches} batches of {batch_size}, loss {loss:.2f}")
@@ -557,7 +561,7 @@ class Bench:
         for dtype_name in ("fp32", "bf16"):
             path = self.out_dir / f"checkpoint-{dtype_name}.pt"
             if dtype_name == "bf16":
-                from encode import load_encoder
+                from latents import load_encoder
                 encoder, _ = load_encoder(str(self.xclip), "bf16", "cpu")
             self.checkpoints[dtype_name] = make_checkpoint_for(path, encoder, dtype_name, self.tokenizer,
                                                                self.device, batches=args.checkpoint_batches)

@@ -21,7 +21,7 @@ if str(REPO) not in sys.path:  # run as `python tools/captions_file.py`, only to
 
 from annotations import SPLIT_NAMES, add_data_arguments, load_dataset  # noqa: E402
 from common import UserError, check_outputs, fail, use_warning_lines, write_text
-from encode import feature_files
+from latents import feature_files
 
 
 def caption_rows(dataset, out_dir: Path, with_features=None, keep_split=True) -> list:

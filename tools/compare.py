@@ -29,7 +29,7 @@ import train
 from annotations import load_msrvtt
 from common import UserError, expand_video_paths, fail, use_warning_lines, write_json, write_text
 from create_tokenizer import train_captions, train_tokenizer
-from encode import encode_videos, load_encoder, open_cache, split_latents
+from latents import EncodeOptions, encode_videos, load_encoder, open_cache, split_latents
 from synthetic import full_size_xclip_config, make_synthetic_msrvtt, make_tiny_xclip, save_random_xclip
 
 
@@ -112,8 +112,9 @@ def cached_view_spread(world, views, splits=("train", "val", "test")):
     """spread_statistics of the world's K-view cache (encoding what is missing) over the given splits."""
     encoder, _ = load_encoder(str(world["xclip"]))
     with contextlib.redirect_stdout(sys.stderr):
-        latents_by_split, _ = split_latents(load_msrvtt(world["data"]), list(splits), encoder, world["cache"],
-                                            num_workers=0, views=views)
+        cache, preprocess = open_cache(encoder, world["cache"], views=views)
+        latents_by_split = split_latents(load_msrvtt(world["data"]), list(splits), encoder, cache, preprocess,
+                                         EncodeOptions(num_workers=0))
     latents = np.concatenate([latents_by_split[split][1] for split in splits])  # (N, K, D)
     return spread_statistics(latents), len(latents)
 
@@ -200,7 +201,7 @@ def compare_real(args):
         encoder, _ = load_encoder(str(xclip))
         cache, preprocess = open_cache(encoder, root / "cache", views=args.views)
         started = time.time()
-        summary = encode_videos(items, encoder, cache, preprocess, batch_size=2, num_workers=0)
+        summary = encode_videos(items, encoder, cache, preprocess, EncodeOptions(batch_size=2, num_workers=0))
         encoded = [vid for vid, _ in items if cache.has(vid)]
         latents = cache.read(encoded)  # (N, K, D)
         per_video = {vid: spread_statistics(latents[index:index + 1])["cosine"] for index, vid in enumerate(encoded)}

@@ -28,10 +28,11 @@ import torch
 
 import inference
 from annotations import load_msrvtt
+from captioning import Decoding, caption_video
 from checkpoint import load_captioner, make_checkpoint, save_checkpoint
 from common import UserError, fail, progress_bar, use_warning_lines
 from create_tokenizer import train_captions, train_tokenizer
-from encode import encode_videos, load_encoder, open_cache
+from latents import EncodeOptions, encode_videos, load_encoder, open_cache
 from model import CaptionDecoder, DecoderConfig
 from synthetic import encode_frame, make_synthetic_msrvtt, make_tiny_xclip, video_stream
 from tools.measure import children_rss_mib, peak_rss_mib, reset_peak_rss, rss_mib, timed
@@ -91,8 +92,8 @@ def measure_encoding(items, encoder, cache, preprocess, batch_size=8, num_worker
 
     cache.write = write_and_read_memory
     try:
-        seconds, summary = timed(encode_videos, items, encoder, cache, preprocess, batch_size=batch_size,
-                                 num_workers=num_workers, progress=False)
+        seconds, summary = timed(encode_videos, items, encoder, cache, preprocess,
+                                 EncodeOptions(batch_size=batch_size, num_workers=num_workers, progress=False))
     finally:
         del cache.write  # back to the class's method
     return {**readings, "seconds": seconds, "summary": summary}
@@ -145,11 +146,11 @@ def measure_long_video(path, model_path, xclip_model, warmup_path=None):
     """Seconds and peak-RSS rise (MiB) of captioning one clip, after the model is loaded and has captioned
     warmup_path (a small clip; default: this one), so that only what this clip needs counts."""
     encoder, decoder, tokenizer, preprocess = load_captioner(model_path, "cpu", str(xclip_model))
-    inference.caption_video(warmup_path or path, encoder, decoder, tokenizer, preprocess, beam_size=1, max_len=5)
+    decoding = Decoding(beam_size=1, max_len=5)
+    caption_video(warmup_path or path, encoder, decoder, tokenizer, preprocess, decoding=decoding)
     before = rss_mib()
     resettable = reset_peak_rss()
-    seconds, result = timed(inference.caption_video, path, encoder, decoder, tokenizer, preprocess, beam_size=1,
-                            max_len=5)
+    seconds, result = timed(caption_video, path, encoder, decoder, tokenizer, preprocess, decoding=decoding)
     return {"seconds": seconds, "peak_rise_mib": peak_rss_mib() - before if resettable else None,
             "decode_seconds": result["seconds"]["decode"], "warnings": result["warnings"]}
 

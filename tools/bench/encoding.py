@@ -1,4 +1,4 @@
-"""Stage 2, encoding into the cache: encode.encode_videos over a folder beside the encoder alone on ready tensors,
+"""Stage 2, encoding into the cache: latents.encode_videos over a folder beside the encoder alone on ready tensors,
 in fp32 and in bf16 (its speed-up and how close its latents are), and each phase's peak memory."""
 import functools
 import shutil
@@ -11,12 +11,12 @@ from tools.measure import children_peak_rss_mib, peak_rss_mib, reset_peak_rss, t
 
 def encode_into_fresh_cache(items: list, encoder, dtype_name: str, scratch, batch_size: int, num_workers: int):
     """encode_videos over items into a new cache under scratch, removed afterwards, so that every run encodes all."""
-    from encode import encode_videos, open_cache
+    from latents import EncodeOptions, encode_videos, open_cache
     cache_dir = Path(tempfile.mkdtemp(dir=scratch))
     try:
         cache, preprocess = open_cache(encoder, cache_dir, dtype_name)
-        summary = encode_videos(items, encoder, cache, preprocess, batch_size=batch_size, num_workers=num_workers,
-                                progress=False)
+        summary = encode_videos(items, encoder, cache, preprocess,
+                                EncodeOptions(batch_size=batch_size, num_workers=num_workers, progress=False))
     finally:
         shutil.rmtree(cache_dir, ignore_errors=True)
     if summary["encoded"] != len(items):
@@ -30,7 +30,7 @@ def encoding_fp32(xclip_path, clip_paths: list, pipeline, batch_size: int, repea
     import numpy as np
     import torch
     from dataset import read_video
-    from encode import load_encoder, load_preprocess
+    from latents import load_encoder, load_preprocess
 
     reset_peak_rss()
     figures = {}
@@ -55,7 +55,7 @@ def encoding_fp32(xclip_path, clip_paths: list, pipeline, batch_size: int, repea
 def encoding_bf16(xclip_path, ready, pipeline, ready_repeats: int):
     """The bf16 phase, loaded as encode.py --encode_dtype bf16 loads it (with an fp32 twin for the cosine): the
     encoder alone and the pipeline once, and the phase's peak memory. Returns (figures, runs, latents of ready)."""
-    from encode import load_encoder
+    from latents import load_encoder
 
     reset_peak_rss()
     encoder, fp32_twin = load_encoder(str(xclip_path), "bf16")
@@ -67,7 +67,7 @@ def encoding_bf16(xclip_path, ready, pipeline, ready_repeats: int):
 
 def bench_encoding(xclip_path, clip_paths: list, num_videos: int = 24, batch_size: int = 8, num_workers: int = 2,
                    repeats: int = 2, ready_repeats: int = 2, work_dir=None) -> dict:
-    """Videos/s of encode.encode_videos over a folder (a fresh cache each run) beside the encoder alone on ready
+    """Videos/s of latents.encode_videos over a folder (a fresh cache each run) beside the encoder alone on ready
     (B, 16, 3, 224, 224) tensors, interleaved, in fp32; then the same in bf16 with its speed-up and the cosine of its
     latents to fp32's. Peak memory of each phase: the main process, and the largest DataLoader worker."""
     import torch

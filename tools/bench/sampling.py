@@ -235,16 +235,16 @@ class CostlessEncoder:
 
 
 def pipeline_threading(paths, repeats: int = 2, batch_size: int = 4, num_workers: int = 2) -> dict:
-    """Seconds of encode.encoded_batches over paths with a costless encoder (decoding in num_workers DataLoader
+    """Seconds of latents.encoded_batches over paths with a costless encoder (decoding in num_workers DataLoader
     workers, several at once) for read_video's rule and each threading, interleaved."""
     from dataset import Preprocess
-    from encode import encoded_batches
+    from latents import EncodeOptions, encoded_batches
     items = [(f"video{index}", path) for index, path in enumerate(paths)]
 
     def run(threading):
         with decoding_with(threading):  # the workers are forked inside: they inherit it
-            for _ in encoded_batches(items, CostlessEncoder(), Preprocess(), batch_size=batch_size,
-                                     num_workers=num_workers):
+            for _ in encoded_batches(items, CostlessEncoder(), Preprocess(),
+                                     options=EncodeOptions(batch_size=batch_size, num_workers=num_workers)):
                 pass
 
     contenders = {"rule": functools.partial(run, None)}

@@ -54,7 +54,7 @@ def bench_training(num_batches: int = 12, repeats: int = 2, vocab_size: int = 10
     import numpy as np
     import torch
     from model import DecoderConfig
-    from train import epoch_batches, run_epoch
+    from train import EpochOptions, epoch_batches, run_epoch
 
     device = torch.device("cpu")
     ways = training_ways(device)
@@ -69,9 +69,10 @@ def bench_training(num_batches: int = 12, repeats: int = 2, vocab_size: int = 10
     def epoch_slice(name, count, threads=default_threads):
         torch.set_num_threads(threads)
         try:
-            run_epoch(*trainees[name][:1], latents, video_index[:count], rows[:count], batch_size, device,
-                      *trainees[name][1:], 1.0, torch.Generator().manual_seed(seed), desc="bench training",
-                      buckets=ways[name]["buckets"], bf16=ways[name]["bf16"])
+            options = EpochOptions(batch_size, desc="bench training", generator=torch.Generator().manual_seed(seed),
+                                   buckets=ways[name]["buckets"], grad_clip=1.0, bf16=ways[name]["bf16"])
+            run_epoch(*trainees[name][:1], latents, video_index[:count], rows[:count], device, options,
+                      *trainees[name][1:])
         finally:
             torch.set_num_threads(default_threads)
 
@@ -110,7 +111,7 @@ def val_loss_both_ways(train_split: tuple, val_split: tuple, config, epochs: int
     """Validation loss (fp32, teacher forcing) after `epochs` epochs of training today's way and train.py's way,
     from the same seed. Splits are (features (N, D), video index (C,), token rows (C, T))."""
     import torch
-    from train import run_epoch
+    from train import EpochOptions, run_epoch
     device = torch.device("cpu")
     features = torch.from_numpy(train_split[0])
     losses = {}
@@ -120,12 +121,13 @@ def val_loss_both_ways(train_split: tuple, val_split: tuple, config, epochs: int
         decoder.set_latent_stats(features.mean(0), features.std(0))
         for epoch in range(epochs):
             torch.manual_seed(seed * 100003 + epoch)
-            run_epoch(decoder, features, train_split[1], train_split[2], batch_size, device, optimizer, scheduler,
-                      1.0, torch.Generator().manual_seed(seed * 100003 + epoch), desc="bench loss",
-                      buckets=way["buckets"], bf16=way["bf16"])
+            options = EpochOptions(batch_size, desc="bench loss",
+                                   generator=torch.Generator().manual_seed(seed * 100003 + epoch),
+                                   buckets=way["buckets"], grad_clip=1.0, bf16=way["bf16"])
+            run_epoch(decoder, features, train_split[1], train_split[2], device, options, optimizer, scheduler)
         with torch.no_grad():
-            losses[name] = run_epoch(decoder, torch.from_numpy(val_split[0]), val_split[1], val_split[2], batch_size,
-                                     device, desc="bench val loss")
+            losses[name] = run_epoch(decoder, torch.from_numpy(val_split[0]), val_split[1], val_split[2], device,
+                                     EpochOptions(batch_size, desc="bench val loss"))
     return {"epochs": epochs, "today_val_loss": losses["today"], "val_loss": losses["new"],
             "relative_change": losses["new"] / losses["today"] - 1.0}
 

@@ -135,9 +135,9 @@ def make_bench_checkpoint(path, xclip_path, tokenizer_path, train_batches: int =
     import sentencepiece as spm
     import torch
     from checkpoint import make_checkpoint, save_checkpoint
-    from encode import encoder_record
+    from latents import encoder_record
     from model import CaptionDecoder, DecoderConfig, XClipEncoder
-    from train import caption_table, make_optimizer, run_epoch
+    from train import EpochOptions, caption_table, make_optimizer, run_epoch
 
     tokenizer_proto = Path(tokenizer_path).read_bytes()
     tokenizer = spm.SentencePieceProcessor(model_proto=tokenizer_proto)
@@ -155,8 +155,9 @@ def make_bench_checkpoint(path, xclip_path, tokenizer_path, train_batches: int =
     if train_batches > 0:  # 0: an untrained decoder (its beams run to max_len)
         optimizer, scheduler = make_optimizer(training_settings(3e-3, 1, batch_size, warmup_steps=5), decoder,
                                               train_batches * batch_size, fused=False)
-        run_epoch(decoder, latents, video_index, rows, batch_size, torch.device("cpu"), optimizer, scheduler, 1.0,
-                  torch.Generator().manual_seed(seed), desc="bench checkpoint")
+        options = EpochOptions(batch_size, desc="bench checkpoint", generator=torch.Generator().manual_seed(seed),
+                               grad_clip=1.0)
+        run_epoch(decoder, latents, video_index, rows, torch.device("cpu"), options, optimizer, scheduler)
     save_checkpoint(path, make_checkpoint(decoder, tokenizer_proto, encoder_meta, {"bench": True}))
     return Path(path)
 
@@ -223,7 +224,7 @@ def tiny_twin(work_dir, xclip_path, checkpoint_path, log=print) -> tuple:
     """A tiny X-CLIP and a checkpoint of the same decoder that names it (the decoder reads 512-d latents from
     either): the pipeline with next to no encoder cost, where decoding and captioning show."""
     from checkpoint import load_checkpoint, save_checkpoint
-    from encode import encoder_record
+    from latents import encoder_record
     from model import XClipEncoder
     from synthetic import make_tiny_xclip
     tiny_xclip = Path(work_dir) / "xclip-tiny-random"
