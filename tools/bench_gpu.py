@@ -46,6 +46,7 @@ import torch
 
 from common import resolve_device, write_json, write_text
 from tools.measure import peak_rss_mib, reset_peak_rss
+from tools.scratch import check_scratch_folder, make_scratch_folder
 
 MIB = 2 ** 20
 LATENT_DIM = 512
@@ -606,6 +607,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out_dir", default="bench_gpu",
                         help="material, results.json and table.md go here (default bench_gpu)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="use --out_dir even though it holds files this tool did not write")
     parser.add_argument("--device", default="auto", help="auto (default), cuda, cuda:N or cpu (cpu: a smoke run)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run in a couple of minutes: the tiny X-CLIP, 8 short clips, few batches")
@@ -641,13 +644,15 @@ def main(args) -> int:
     from common import UserError, fail
 
     try:
+        # Folders made before folders were marked hold the results or the table.
+        check_scratch_folder(args.out_dir, "--out_dir", "bench_gpu", ("results.json", "table.md"), args.overwrite)
         device = torch.device(resolve_device(args.device))
+        make_scratch_folder(args.out_dir, "--out_dir", "bench_gpu")
     except UserError as error:
         return fail(error)
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     bench = Bench(args, device)
-    bench.out_dir.mkdir(parents=True, exist_ok=True)
     without_metrics_packages()
     print(f"bench_gpu on {bench.results['machine'].get('gpu', device)}; material under {bench.out_dir}", flush=True)
     started = time.perf_counter()

@@ -27,10 +27,11 @@ import numpy as np
 import evaluate
 import train
 from annotations import load_msrvtt
-from common import UserError, expand_video_paths, fail, use_warning_lines, write_json, write_text
+from common import UserError, check_outputs, expand_video_paths, fail, use_warning_lines, write_json, write_text
 from create_tokenizer import train_captions, train_tokenizer
 from latents import EncodeOptions, encode_videos, load_encoder, open_cache, split_latents
 from synthetic import full_size_xclip_config, make_synthetic_msrvtt, make_tiny_xclip, save_random_xclip
+from tools.scratch import check_scratch_folder, make_scratch_folder
 
 
 def build_world(root, task, num_videos, clip_frames=32, fps=8, xclip_seed=0, vocab_size=400):
@@ -265,6 +266,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out_dir", default="runs/compare", help="where datasets, caches and checkpoints go")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="use --out_dir even though it holds files this tool did not write")
     parser.add_argument("--parts", nargs="+", default=["views", "order", "real"], choices=["views", "order", "real"],
                         help="which comparisons to run")
     parser.add_argument("--num_videos", type=int, default=300, help="synthetic clips per task")
@@ -289,6 +292,14 @@ def check_args(args):
         return "need --views >= 2, --epochs >= 1, at least one seed and --num_videos >= 20"
     if "real" in args.parts and not Path(args.real_videos).is_dir():
         return f"--real_videos {args.real_videos}: no such folder of clips; pass one or leave out --parts real"
+    try:
+        # Folders made before folders were marked hold a part's subfolder.
+        check_scratch_folder(args.out_dir, "--out_dir", "compare", ("views", "order", "real"), args.overwrite)
+        check_outputs([("--out", args.out), ("--markdown", args.markdown)],
+                      [("--real_videos", args.real_videos if "real" in args.parts else ""),
+                       ("--real_xclip", args.real_xclip)])
+    except UserError as error:
+        return str(error)
     return None
 
 
@@ -299,6 +310,7 @@ def main(args) -> int:
         return fail(problem)
     results = {}
     try:
+        make_scratch_folder(args.out_dir, "--out_dir", "compare")
         for part, run in (("views", compare_views), ("order", compare_order), ("real", compare_real)):
             if part in args.parts:
                 started = time.time()

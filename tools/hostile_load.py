@@ -24,8 +24,9 @@ if str(REPO) not in sys.path:  # run as `python tools/hostile_load.py`, only too
 import numpy as np  # noqa: E402
 
 from checkpoint import load_checkpoint, save_folder  # noqa: E402
-from common import UserError, load_npy  # noqa: E402
+from common import UserError, fail, load_npy  # noqa: E402
 from tools.measure import peak_rss_mib, reset_peak_rss, rss_mib  # noqa: E402
+from tools.scratch import check_scratch_folder, make_scratch_folder  # noqa: E402
 from tools.soak import prepare  # noqa: E402
 
 
@@ -79,8 +80,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out_dir", default="hostile", help="scratch folder (clips, tiny X-CLIP, checkpoints)")
     parser.add_argument("--repeats", type=int, default=5, help="loads per case; the table gives the fastest")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="use --out_dir even though it holds files this tool did not write")
     args = parser.parse_args(argv)
-    root = Path(args.out_dir)
+    try:
+        # Folders made before folders were marked hold the exported folder and the soak world's checkpoint.
+        check_scratch_folder(args.out_dir, "--out_dir", "hostile_load", ("exported", "untrained.pt"), args.overwrite)
+        root = make_scratch_folder(args.out_dir, "--out_dir", "hostile_load")
+    except UserError as error:
+        return fail(error)
     world = prepare(root, 3, seed=3)
     good = save_folder(load_checkpoint(world["model_path"]), root / "exported")
     good_npy = root / "good.npy"

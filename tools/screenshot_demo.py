@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 import demo
-from common import UserError, atomic_write, fail, use_warning_lines
+from common import UserError, atomic_write, check_outputs, fail, use_warning_lines
 from synthetic import write_clip
 
 
@@ -85,6 +85,11 @@ def screenshot(url, video, args) -> None:
 
 def main(args) -> int:
     use_warning_lines()
+    try:
+        check_outputs([("--out", args.out)], [("--model_path", args.model_path), ("--xclip_model", args.xclip_model),
+                                              *(("--videos", video) for video in args.videos)])
+    except UserError as error:
+        return fail(error)
     with tempfile.TemporaryDirectory() as work:
         try:
             video = join_clips(args.videos, Path(work) / "joined.mp4")

@@ -23,7 +23,7 @@ if str(REPO) not in sys.path:  # run as `python tools/scst_bench.py`, only tools
 import torch  # noqa: E402
 
 import train  # noqa: E402
-from common import UserError, fail, positive_int, write_json  # noqa: E402
+from common import UserError, check_outputs, fail, positive_int, write_json  # noqa: E402
 
 REWARD_SHARE_TARGET = 0.20
 EPOCH_RATIO_TARGET = 3.0
@@ -84,6 +84,9 @@ def main(argv=None) -> int:
         return 0
     args = train.parse_args(rest + ["--out_dir", os.devnull])
     try:
+        check_outputs([("--json", own.json)],
+                      [("--tokenizer_path", args.tokenizer_path), ("--annotations", args.annotations),
+                       ("--features", args.features), ("--init", args.init), ("--xclip_model", args.xclip_model)])
         result = bench(args, own.repeats)
     except UserError as error:
         return fail(error)

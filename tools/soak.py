@@ -36,6 +36,7 @@ from latents import EncodeOptions, encode_videos, load_encoder, open_cache
 from model import CaptionDecoder, DecoderConfig
 from synthetic import encode_frame, make_synthetic_msrvtt, make_tiny_xclip, video_stream
 from tools.measure import children_rss_mib, peak_rss_mib, reset_peak_rss, rss_mib, timed
+from tools.scratch import check_scratch_folder, make_scratch_folder
 
 WARMUP_FRACTION = 0.1  # readings before this fraction of the clips warm caches and allocators up
 
@@ -181,6 +182,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out_dir", default="soak", help="scratch folder (synthetic clips, cache, checkpoint)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="use --out_dir even though it holds files this tool did not write")
     parser.add_argument("--num_videos", type=int, default=500, help="clips encoded in one run")
     parser.add_argument("--inference_videos", type=int, default=200, help="clips captioned in one inference.py call")
     parser.add_argument("--xclip_model", default=None, help="X-CLIP hub name or folder (default: a tiny random one)")
@@ -216,6 +219,12 @@ def main(args) -> int:
     if args.num_videos < 3 or not 1 <= args.inference_videos <= args.num_videos:
         return fail(UserError(f"--num_videos {args.num_videos}, --inference_videos {args.inference_videos}: need "
                               "--num_videos >= 3 and 1 <= --inference_videos <= --num_videos"))
+    try:
+        # Folders made before folders were marked hold the untrained checkpoint or the tokenizer.
+        check_scratch_folder(args.out_dir, "--out_dir", "soak", ("untrained.pt", "tokenizer.model"), args.overwrite)
+        make_scratch_folder(args.out_dir, "--out_dir", "soak")
+    except UserError as error:
+        return fail(error)
     if args.threads:
         torch.set_num_threads(args.threads)
     world = prepare(args.out_dir, args.num_videos, args.xclip_model, args.seed)

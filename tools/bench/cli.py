@@ -18,12 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import fail, one_line, use_warning_lines, write_json
+from common import UserError, check_outputs, fail, use_warning_lines, write_json
 from tools.bench import workspace as bench_workspace
 from tools.bench.measuring import REPO, load_average, machine_info, run_measured
 from tools.bench.report import STAGE_MODULES, format_table, targets
 from tools.bench.training import add_original_training
 from tools.measure import children_peak_rss_mib, peak_rss_mib
+from tools.scratch import check_scratch_folder, make_scratch_folder
 
 # torch, transformers, PyAV, numpy and the core modules that import them are imported inside the functions that
 # use them. A child's peak memory as wait4 reports it counts what its parent held when it started the child, so
@@ -76,6 +77,8 @@ def parse_args(argv=None):
     parser.add_argument("--out", default="bench_out/results.json", help="write all results as JSON here")
     parser.add_argument("--work_dir", default="bench_out",
                         help="where the clips, X-CLIP, tokenizer and checkpoint are made once and reused")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="use --work_dir even though it holds files this tool did not write")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: fewer repeats, smaller sizes (a few minutes; timings only indicative)")
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES, help="stages to run")
@@ -112,9 +115,12 @@ def main(args) -> int:
     started = time.perf_counter()
     work_dir = Path(args.work_dir)
     try:
-        work_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        return fail(f"--work_dir {work_dir}: cannot create it ({one_line(error)}); pass a writable folder")
+        # Workspaces made before folders were marked hold the workspace manifest or the results.
+        check_scratch_folder(work_dir, "--work_dir", "tools.bench", ("workspace.json", "results.json"), args.overwrite)
+        check_outputs([("--out", args.out)], [("--work_dir", work_dir / "workspace.json")])
+        make_scratch_folder(work_dir, "--work_dir", "tools.bench")
+    except UserError as error:
+        return fail(error)
     plan = PLANS["quick" if args.quick else "full"]
     print(f"tools.bench: {'quick' if args.quick else 'full'} run, stages {', '.join(args.stages)}; load average "
           f"{load_average()} on {os.cpu_count()} cores", flush=True)
