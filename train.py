@@ -113,9 +113,10 @@ def parse_args(argv=None):
     scst.add_argument("--scst_samples", type=at_least_two, default=5,
                       help="captions sampled per video (at --scst_temperature, within --scst_top_p), each rewarded "
                            "by its CIDEr-D against all of the video's references")
-    scst.add_argument("--scst_temperature", type=positive_float, default=1.0,
-                      help="temperature of the sampled captions (1 = the model's own distribution; lower keeps samples "
-                           "nearer the greedy caption); the gradient is that of the model's log-probabilities")
+    scst.add_argument("--scst_temperature", type=positive_float, default=0.5,
+                      help="temperature of the sampled captions (1 = the model's own distribution; the default 0.5 "
+                           "keeps them near the greedy caption, where a cross-entropy model's samples at 1 are mostly "
+                           "noise: docs/scst.md); the gradient is that of the model's own log-probabilities")
     scst.add_argument("--scst_top_p", type=probability_mass, default=1.0,
                       help="sample only within the smallest set of pieces holding this much probability (nucleus "
                            "sampling; 1 = the full vocabulary)")
