@@ -14,8 +14,9 @@ batch, and rank 0 validates and writes the files.
 
 --scst_epochs N then fine-tunes the best epoch by self-critical sequence training (SCST): K captions sampled per
 video (at temperature 0.5), each rewarded by its CIDEr-D against the video's references (metrics.CiderD, document
-frequencies of the training references), less the mean reward of the video's other samples (or of its greedy caption); best.pt moves
-only when val CIDEr beats the cross-entropy best. --init CKPT --epochs 0 fine-tunes a finished run's checkpoint.
+frequencies of the training references), less the mean reward of the video's other samples (or of its greedy
+caption); best.pt moves only when val CIDEr beats the cross-entropy best. --init CKPT --epochs 0 fine-tunes a
+finished run's checkpoint.
 
 --views K trains on K cached samplings per video, one drawn per video each epoch (seeded by the epoch,
 so --resume stays exact); validation averages them. --decoder attention trains the decoder that
