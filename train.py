@@ -13,9 +13,10 @@ gloo on CPU): each rank encodes its shard of the missing videos, takes its slice
 batch, and rank 0 validates and writes the files.
 
 --scst_epochs N then fine-tunes the best epoch by self-critical sequence training (SCST): K captions sampled per
-video, each rewarded by its CIDEr-D against the video's references (metrics.CiderD, document frequencies of the
-training references), less the mean reward of the video's other samples (or of its greedy caption); best.pt moves
-only when val CIDEr beats the cross-entropy best. --init CKPT --epochs 0 fine-tunes a finished run's checkpoint.
+video (at temperature 0.5), each rewarded by its CIDEr-D against the video's references (metrics.CiderD, document
+frequencies of the training references), less the mean reward of the video's other samples (or of its greedy
+caption); best.pt moves only when val CIDEr beats the cross-entropy best. --init CKPT --epochs 0 fine-tunes a
+finished run's checkpoint.
 
 --views K trains on K cached samplings per video, one drawn per video each epoch (seeded by the epoch,
 so --resume stays exact); validation averages them. --decoder attention trains the decoder that
@@ -121,8 +122,15 @@ def parse_args(argv=None):
                       help="start from this train.py checkpoint's decoder weights (same tokenizer and decoder flags) "
                            "instead of a fresh decoder; with --epochs 0 --scst_epochs N: fine-tune it by SCST")
     scst.add_argument("--scst_samples", type=at_least_two, default=5,
-                      help="captions sampled per video (temperature 1, the full vocabulary), each rewarded by its "
-                           "CIDEr-D against all of the video's references")
+                      help="captions sampled per video (at --scst_temperature, within --scst_top_p), each rewarded "
+                           "by its CIDEr-D against all of the video's references")
+    scst.add_argument("--scst_temperature", type=positive_float, default=0.5,
+                      help="temperature of the sampled captions (1 = the model's own distribution; the default 0.5 "
+                           "keeps them near the greedy caption, where a cross-entropy model's samples at 1 are mostly "
+                           "noise: docs/scst.md); the gradient is that of the model's own log-probabilities")
+    scst.add_argument("--scst_top_p", type=probability_mass, default=1.0,
+                      help="sample only within the smallest set of pieces holding this much probability (nucleus "
+                           "sampling; 1 = the full vocabulary)")
     scst.add_argument("--scst_baseline", default="mean", choices=["mean", "greedy"],
                       help="what a sample's reward is compared with: mean = the mean reward of the video's other "
                            "samples; greedy = the reward of the video's greedy caption")
@@ -434,6 +442,11 @@ def validate(decoder, tokenizer, val: Split, features, references, args, device)
 REWARD = "CIDEr-D (pycocoevalcap's, PTB-style tokens, document frequencies of the training references)"
 
 
+def probability_mass(text: str) -> float:
+    """argparse type of --scst_top_p: a share of the probability above 0 and at most 1."""
+    return bounded(float, text, low=0.0, high=1.0, open_low=True)
+
+
 class CaptionReward:
     """CIDEr-D of sampled token ids against a video's references, with the training split's document
     frequencies (computed once): the metric validation and evaluate.py report, on the same tokens."""
@@ -471,12 +484,14 @@ def scst_loss(run, features, videos, global_videos: int, sample_seed: int) -> tu
     video_ids = [run.data.train.video_ids[index] for index in videos.tolist()]
     video_features = features[videos.to(features.device)]  # (B, D) or (B, F, D)
     repeated = video_features.repeat_interleave(samples, dim=0)  # (B*K, ...)
-    caption_ids = sample(decoder, repeated, max_len=args.max_len, temperature=1.0, seed=sample_seed)
+    caption_ids = sample(decoder, repeated, max_len=args.max_len, temperature=args.scst_temperature,
+                         top_p=args.scst_top_p, seed=sample_seed)
     rewards = run.reward([vid for vid in video_ids for _ in range(samples)], caption_ids).view(-1, samples)  # (B, K)
     if args.scst_baseline == "greedy":
         baselines = run.reward(video_ids, greedy(decoder, video_features, args.max_len))[:, None].expand_as(rewards)
-    else:  # the mean of the other samples of the same video
-        baselines = (rewards.sum(1, keepdim=True) - rewards) / (samples - 1)
+    else:  # the mean of the other samples of the same video (in float64: equal rewards give advantages of exactly 0)
+        exact = rewards.double()
+        baselines = ((exact.sum(1, keepdim=True) - exact) / (samples - 1)).float()
     rows = sequence_rows(caption_ids, config, args.max_len)  # (B*K, T + 1)
     inputs = repeated
     if args.scst_ce_weight:  # one reference caption per video, teacher-forced in the same forward pass
@@ -695,6 +710,7 @@ class Run:
         """What the checkpoint and the model card say about SCST."""
         return {"after_epoch": self.scst_from, "reward": REWARD, "samples": self.args.scst_samples,
                 "baseline": self.args.scst_baseline, "learning_rate": self.args.scst_learning_rate,
+                "temperature": self.args.scst_temperature, "top_p": self.args.scst_top_p,
                 "ce_weight": self.args.scst_ce_weight, "entropy": self.args.scst_entropy,
                 "init": self.args.init if not self.args.epochs else None}
 

@@ -211,3 +211,26 @@ def test_scst_from_the_latent_cache_with_views(tmp_path):
     records = log_records(out)
     assert [record["epoch"] for record in records] == [1, 2, 3, 4]
     assert all("scst" in record for record in records[2:]) and load_checkpoint(out / "last.pt")["args"]["views"] == 2
+
+
+def test_scst_samples_within_a_tiny_nucleus_are_the_greedy_caption(world, tmp_path):
+    """--scst_top_p near 0 samples only the likeliest piece: every sample is the greedy caption, every advantage
+    is zero, and SCST leaves the weights as they were; the checkpoint records the sampling settings."""
+    ce = tmp_path / "ce"
+    assert run_train(*train_flags(world, ce, "--epochs", "2")) == 0
+    out = tmp_path / "scst"
+    assert run_train(*train_flags(world, out, "--epochs", "0", "--scst_epochs", "1", "--init", str(ce / "best.pt"),
+                                  "--scst_samples", "3", "--scst_top_p", "1e-9", "--scst_temperature", "0.5")) == 0
+    start, after = load_checkpoint(ce / "best.pt")["decoder"], load_checkpoint(out / "last.pt")
+    assert all(torch.equal(start[name], after["decoder"][name]) for name in start)
+    scst = log_records(out)[1]["scst"]
+    assert scst["reward"] == pytest.approx(scst["baseline"], abs=1e-6)
+    assert after["scst"]["top_p"] == 1e-9 and after["scst"]["temperature"] == 0.5
+
+
+@pytest.mark.parametrize("flag, value", [("--scst_top_p", "0"), ("--scst_top_p", "1.5"), ("--scst_temperature", "0"),
+                                         ("--scst_temperature", "nan")])
+def test_sampling_flags_out_of_range(world, tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse_args(train_flags(world, tmp_path / "run", flag, value))
+    assert exit_info.value.code == 2 and flag in capsys.readouterr().err
