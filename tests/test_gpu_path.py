@@ -301,4 +301,7 @@ sys.exit(train.main(train.parse_args(sys.argv[1:])))
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert any("No space left on device" in line for line in errors)
     assert any("1 of the 2 processes failed while building the cache" in line for line in errors)
-    assert f'File "{REPO}' not in result.stderr  # no traceback through the repo's code (torchrun adds its own report)
+    # No traceback through the repo's code (torchrun adds its own report, through torch's files: those may sit in a
+    # virtual environment inside the repo, as CI's does).
+    frames = [line for line in result.stderr.splitlines() if f'File "{REPO}' in line and "site-packages" not in line]
+    assert not frames
