@@ -104,3 +104,17 @@ def write_b_frame_clip(path, width: int, height: int, num_frames: int = 30, seed
             pixels = (columns + 4 * number) % 200 + rng.integers(0, 40, (height, width, 3))
             encode_frame(stream, av.VideoFrame.from_ndarray(pixels.astype(np.uint8), format="rgb24"))
     return Path(path)
+
+
+def snapshot(*folders):
+    """Every file under folders -> its bytes (what must not change)."""
+    return {path: path.read_bytes() for folder in folders for path in sorted(Path(folder).rglob("*"))
+            if path.is_file()}
+
+
+def one_error(capsys, *words):
+    """The run's stderr is one `error:` line holding every one of words."""
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert all(word in lines[0] for word in words), lines[0]
+    return lines[0]

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import create_tokenizer
 import evaluate
@@ -21,12 +20,7 @@ SMALL = ["--batch_size", "32", "--embed_dim", "16", "--hidden_dim", "32", "--num
 PROGRESS_BAR = re.compile(r"^[\w ]+: +\d+%\|")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: one thread is faster
 
 
 def stderr_lines(capsys):

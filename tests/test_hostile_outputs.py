@@ -3,12 +3,12 @@ holding someone else's files is refused without --overwrite. Each refusal is one
 file that was there before the run keeps its bytes."""
 import json
 import os
-from pathlib import Path
 
 import pytest
 
 import export
 import inference
+from inputs import one_error, snapshot
 from tools import soak
 
 
@@ -17,20 +17,6 @@ def world(tmp_path_factory):
     """Three synthetic clips, a tiny X-CLIP, a tokenizer and an untrained checkpoint."""
     root = tmp_path_factory.mktemp("hostile_outputs")
     return {**soak.prepare(root, 3, seed=3), "root": root}
-
-
-def snapshot(*folders):
-    """Every file under folders -> its bytes (what must not change)."""
-    return {path: path.read_bytes() for folder in folders for path in sorted(Path(folder).rglob("*"))
-            if path.is_file()}
-
-
-def one_error(capsys, *words):
-    """The run's stderr is one `error:` line holding every one of words."""
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    assert all(word in lines[0] for word in words), lines[0]
-    return lines[0]
 
 
 def inference_argv(world, video, *extra):

@@ -2,10 +2,10 @@
 without --overwrite, and a JSON or PNG output never replaces an input of its run or another output of it. Each
 refusal is one `error:` line and exit 2 before any work, and every file that was there before keeps its bytes. Where
 a folder is accepted, the tool's first piece of work is replaced by a stand-in: no benchmark runs here."""
-from pathlib import Path
 
 import pytest
 
+from inputs import one_error, snapshot
 from tools import bench_gpu, compare, hostile_load, scst_bench, soak
 from tools.bench import cli as bench_cli
 from tools.scratch import check_scratch_folder, make_scratch_folder
@@ -17,20 +17,6 @@ class Reached(Exception):
 
 def stand_in(*args, **kwargs):
     raise Reached
-
-
-def snapshot(*folders):
-    """Every file under folders -> its bytes (what must not change)."""
-    return {path: path.read_bytes() for folder in folders for path in sorted(Path(folder).rglob("*"))
-            if path.is_file()}
-
-
-def one_error(capsys, *words):
-    """The run's stderr is one `error:` line holding every one of words."""
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    assert all(word in lines[0] for word in words), lines[0]
-    return lines[0]
 
 
 # tool -> (its marker's name, how to run it on a scratch folder, its first piece of work, a name its earlier versions

@@ -18,12 +18,7 @@ SUBJECTS = ["a man", "a woman", "a dog", "a child"]
 ACTIONS = ["is cooking food", "is playing guitar", "runs on the beach", "is talking to the camera"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: one thread is faster
 
 
 @pytest.fixture(scope="module")

@@ -166,38 +166,17 @@ def write_clips(folder, count: int, seconds: float, fps: int, workers: int) -> l
     return paths
 
 
-def full_size_xclip_config(num_frames: int = 16):
-    """XCLIPConfig of microsoft/xclip-base-patch32-16-frames (ViT-B/32 at 224 px, 12 layers of width 768; a 1-layer
-    512-wide multi-frame transformer; projection 512; a 12-layer text tower), 16 frames."""
-    from transformers import XCLIPConfig
-
-    vision = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
-              "image_size": 224, "patch_size": 32, "num_frames": int(num_frames), "mit_hidden_size": 512,
-              "mit_intermediate_size": 2048, "mit_num_hidden_layers": 1, "mit_num_attention_heads": 8}
-    text = {"vocab_size": 49408, "hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12,
-            "num_attention_heads": 8, "max_position_embeddings": 77}
-    return XCLIPConfig(text_config=text, vision_config=vision, projection_dim=512, prompt_layers=2,
-                       prompt_num_attention_heads=8)
-
-
 def make_xclip(folder, kind: str) -> Path:
     """A randomly initialised X-CLIP saved with save_pretrained: "full" (the real architecture) or "tiny" (the
     tests' one, for smoke runs)."""
     folder = Path(folder)
     if (folder / "config.json").is_file():
         return folder
-    if kind == "tiny":
-        from synthetic import make_tiny_xclip
-        return make_tiny_xclip(folder, seed=0)
-    from transformers import XCLIPModel
+    from synthetic import full_size_xclip_config, make_tiny_xclip, save_random_xclip
 
-    scratch = folder.with_name(f".{folder.name}.partial{os.getpid()}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = XCLIPModel(full_size_xclip_config()).eval()
-    model.save_pretrained(scratch)
-    os.replace(scratch, folder)
-    return folder
+    if kind == "tiny":
+        return make_tiny_xclip(folder, seed=0)
+    return save_random_xclip(folder, full_size_xclip_config(), seed=0)
 
 
 SYLLABLES = ("ba", "ko", "ri", "tu", "me", "sa", "lo", "ni", "de", "pu", "ga", "fi", "zo", "ve", "ha", "ju", "wi")
