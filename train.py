@@ -90,30 +90,8 @@ def add_decoder_flags(parser) -> None:
     model.add_argument("--attention_dim", type=positive_int, default=256, help="attention hidden size (--decoder attention)")
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_data_flags(parser)
-    add_decoder_flags(parser)
-    optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--epochs", type=count, default=20,
-                       help="maximum cross-entropy epochs (0 = none: self-critical training of --init alone)")
-    optim.add_argument("--batch_size", type=positive_int, default=128, help="captions per batch (global, under torchrun)")
-    optim.add_argument("--learning_rate", type=positive_float, default=1e-3, help="peak AdamW learning rate")
-    optim.add_argument("--weight_decay", type=non_negative, default=0.01, help="AdamW weight decay")
-    optim.add_argument("--warmup_steps", type=count, default=500,
-                       help="linear warm-up steps, then cosine decay; capped at a tenth of all steps + 1, so that "
-                            "short runs still spend most of their steps at a useful learning rate")
-    optim.add_argument("--grad_clip", type=non_negative, default=1.0, help="max gradient norm (0 = off)")
-    optim.add_argument("--label_smoothing", type=fraction, default=0.1, help="label smoothing of the loss")
-    optim.add_argument("--patience", type=count, default=5, help="stop after this many epochs without a better val CIDEr (0 = never)")
-    optim.add_argument("--length_buckets", action=argparse.BooleanOptionalAction, default=False,
-                       help="batch captions of similar length together (shuffled pools of batches, sorted by length, "
-                            "batches in random order), so that little of a batch is padding: faster, but lower test "
-                            "CIDEr on real features (docs/scst.md)")
-    optim.add_argument("--bf16", default="auto", choices=["auto", "on", "off"],
-                       help="bf16 autocast of the decoder: auto = on CPUs with native bf16 (AVX512-BF16 or AMX), "
-                            "where it is faster; off on GPUs, where it measured slower (docs/performance.md)")
+def add_scst_flags(parser) -> None:
+    """The flags of self-critical sequence training (SCST)."""
     scst = parser.add_argument_group("self-critical sequence training (SCST, after the cross-entropy epochs)")
     scst.add_argument("--scst_epochs", type=count, default=0,
                       help="SCST epochs after the cross-entropy ones, starting from the best of them (best.pt), or "
@@ -142,6 +120,33 @@ def parse_args(argv=None):
                            "policy-gradient loss (0 = pure SCST)")
     scst.add_argument("--scst_entropy", type=non_negative, default=0.0,
                       help="weight of an entropy bonus on the sampled captions' tokens (0 = none)")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_data_flags(parser)
+    add_decoder_flags(parser)
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--epochs", type=count, default=20,
+                       help="maximum cross-entropy epochs (0 = none: self-critical training of --init alone)")
+    optim.add_argument("--batch_size", type=positive_int, default=128, help="captions per batch (global, under torchrun)")
+    optim.add_argument("--learning_rate", type=positive_float, default=1e-3, help="peak AdamW learning rate")
+    optim.add_argument("--weight_decay", type=non_negative, default=0.01, help="AdamW weight decay")
+    optim.add_argument("--warmup_steps", type=count, default=500,
+                       help="linear warm-up steps, then cosine decay; capped at a tenth of all steps + 1, so that "
+                            "short runs still spend most of their steps at a useful learning rate")
+    optim.add_argument("--grad_clip", type=non_negative, default=1.0, help="max gradient norm (0 = off)")
+    optim.add_argument("--label_smoothing", type=fraction, default=0.1, help="label smoothing of the loss")
+    optim.add_argument("--patience", type=count, default=5, help="stop after this many epochs without a better val CIDEr (0 = never)")
+    optim.add_argument("--length_buckets", action=argparse.BooleanOptionalAction, default=False,
+                       help="batch captions of similar length together (shuffled pools of batches, sorted by length, "
+                            "batches in random order), so that little of a batch is padding: faster, but lower test "
+                            "CIDEr on real features (docs/scst.md)")
+    optim.add_argument("--bf16", default="auto", choices=["auto", "on", "off"],
+                       help="bf16 autocast of the decoder: auto = on CPUs with native bf16 (AVX512-BF16 or AMX), "
+                            "where it is faster; off on GPUs, where it measured slower (docs/performance.md)")
+    add_scst_flags(parser)
     run = parser.add_argument_group("run")
     run.add_argument("--beam_size", type=positive_int, default=3, help="beam size for validation captions")
     run.add_argument("--val_videos", type=count, default=0, help="caption only the first N val videos for CIDEr (0 = all)")
