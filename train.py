@@ -112,6 +112,11 @@ def add_scst_flags(parser) -> None:
     scst.add_argument("--scst_baseline", default="mean", choices=["mean", "greedy"],
                       help="what a sample's reward is compared with: mean = the mean reward of the video's other "
                            "samples; greedy = the reward of the video's greedy caption")
+    scst.add_argument("--scst_advantage", default="plain", choices=["plain", "std", "best"],
+                      help="each sample's weight in the policy gradient: plain = its reward minus the baseline; "
+                           "std = that divided by the standard deviation of the video's K rewards (+ 0.01), so "
+                           "that every video pulls alike; best = the best-rewarded sample of each video alone, "
+                           "weighted by its reward minus the baseline, the others 0")
     scst.add_argument("--scst_batch_size", type=positive_int, default=16,
                       help="videos per SCST step (global, under torchrun); each gives --scst_samples captions")
     scst.add_argument("--scst_learning_rate", type=positive_float, default=5e-5, help="constant AdamW learning rate of SCST")
@@ -479,6 +484,17 @@ def sequence_rows(caption_ids: list, config, max_len: int) -> torch.Tensor:
     return rows[:, :length]
 
 
+def scst_advantage(rewards: torch.Tensor, baselines: torch.Tensor, mode: str) -> torch.Tensor:
+    """(B, K) rewards and baselines -> (B, K) advantages by --scst_advantage (plain, std or best)."""
+    advantage = rewards - baselines
+    if mode == "std":
+        return advantage / (rewards.std(1, unbiased=False, keepdim=True) + 0.01)
+    if mode == "best":  # the first of the best when several tie
+        best = F.one_hot(rewards.argmax(1), rewards.size(1)).bool()
+        return torch.where(best, advantage, torch.zeros_like(advantage))
+    return advantage
+
+
 def scst_loss(run, features, videos, global_videos: int, sample_seed: int) -> tuple:
     """The SCST loss of one rank's videos (their rows in the training split): sample --scst_samples captions per
     video, reward each, subtract the baseline, and weigh each caption's log-probability by that advantage
@@ -513,7 +529,7 @@ def scst_loss(run, features, videos, global_videos: int, sample_seed: int) -> tu
     mask = (targets != config.pad_id).float()  # (N, T)
     sampled = len(caption_ids)
     token_log_probs = log_probs[:sampled].gather(-1, targets[:sampled, :, None])[..., 0] * mask[:sampled]
-    advantage = (rewards - baselines).view(-1).to(run.device)  # (B*K,)
+    advantage = scst_advantage(rewards, baselines, args.scst_advantage).view(-1).to(run.device)  # (B*K,)
     per_caption = run.world_size / (global_videos * samples)  # a mean over the global batch's captions
     loss = -(advantage * token_log_probs.sum(1)).sum() * per_caption
     if args.scst_entropy:
@@ -714,7 +730,8 @@ class Run:
     def scst_record(self) -> dict:
         """What the checkpoint and the model card say about SCST."""
         return {"after_epoch": self.scst_from, "reward": REWARD, "samples": self.args.scst_samples,
-                "baseline": self.args.scst_baseline, "learning_rate": self.args.scst_learning_rate,
+                "baseline": self.args.scst_baseline, "advantage": self.args.scst_advantage,
+                "learning_rate": self.args.scst_learning_rate,
                 "temperature": self.args.scst_temperature, "top_p": self.args.scst_top_p,
                 "ce_weight": self.args.scst_ce_weight, "entropy": self.args.scst_entropy,
                 "init": self.args.init if not self.args.epochs else None}

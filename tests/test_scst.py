@@ -65,7 +65,7 @@ def log_records(out_dir):
 def test_scst_after_cross_entropy_rewards_and_records(world, tmp_path, decoder):
     out = tmp_path / "run"
     assert run_train(*train_flags(world, out, "--epochs", "3", "--scst_epochs", "3", "--decoder", decoder,
-                                  "--scst_ce_weight", "0.2", "--scst_entropy", "0.01")) == 0
+                                  "--scst_ce_weight", "0.2", "--scst_entropy", "0.01", "--scst_advantage", "std")) == 0
     records = log_records(out)
     assert [record["epoch"] for record in records] == [1, 2, 3, 4, 5, 6]
     assert all("scst" not in record and record["train_loss"] > 0 for record in records[:3])
@@ -78,7 +78,7 @@ def test_scst_after_cross_entropy_rewards_and_records(world, tmp_path, decoder):
     ce_best = max(record["val"]["CIDEr"] for record in records[:3])
     assert best["metrics"]["val"]["CIDEr"] == max(record["val"]["CIDEr"] for record in records) >= ce_best
     assert last["scst"]["after_epoch"] == 3 and last["scst"]["reward"].startswith("CIDEr-D")
-    assert last["scst"]["samples"] == 5 and last["scst"]["baseline"] == "mean"
+    assert last["scst"]["samples"] == 5 and last["scst"]["baseline"] == "mean" and last["scst"]["advantage"] == "std"
     assert (out / "curves.png").stat().st_size > 0
 
 
@@ -137,6 +137,20 @@ def test_mean_of_others_baseline_and_advantage():
     decoder = CaptionDecoder(config)
     logits, _ = decoder(torch.zeros(3, 4), rows[:, :-1])
     assert logits.shape == (3, 4, 20)
+
+
+def test_advantage_plain_std_and_best():
+    """--scst_advantage: plain is reward - baseline; std divides a video's by the spread of its rewards (+ 0.01), so
+    videos whose samples differ little pull as hard as the others; best keeps only each video's best sample."""
+    rewards = torch.tensor([[0.1, 0.3, 0.2], [1.0, 1.0, 1.0], [2.0, 0.0, 2.0]])
+    baselines = torch.tensor([[0.25, 0.15, 0.2], [1.0, 1.0, 1.0], [1.0, 2.0, 1.0]])
+    plain = train.scst_advantage(rewards, baselines, "plain")
+    assert torch.allclose(plain, rewards - baselines)
+    std = train.scst_advantage(rewards, baselines, "std")
+    spread = torch.tensor([(2 / 3) ** 0.5 * 0.1, 0.0, (8 / 9) ** 0.5 * 1.0])[:, None] + 0.01
+    assert torch.allclose(std, plain / spread) and std[1].abs().sum() == 0
+    best = train.scst_advantage(rewards, baselines, "best")
+    assert torch.allclose(best, torch.tensor([[0.0, 0.15, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]))
 
 
 def test_flags_that_do_not_go_together(world, tmp_path, capsys):
