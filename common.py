@@ -244,20 +244,26 @@ def load_npy(path):
             read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
             if version not in read_header:
                 raise ValueError(f"format version {version} is not one numpy.save writes here")
-            shape, _, dtype = read_header[version](handle)
-            offset = handle.tell()
-        size = path.stat().st_size
+            shape, fortran_order, dtype = read_header[version](handle)
+            data_bytes = os.fstat(handle.fileno()).st_size - handle.tell()
+            check_npy_header(path, shape, dtype, data_bytes)
+            count = data_bytes // dtype.itemsize if dtype.itemsize else 0
+            array = np.fromfile(handle, dtype=dtype, count=count)  # the data, read once from the same handle
     except (OSError, ValueError, EOFError, SyntaxError) as error:
         raise UserError(f"{path}: not a readable .npy file ({one_line(error)})") from None
+    return array.reshape(shape, order="F" if fortran_order else "C")
+
+
+def check_npy_header(path, shape, dtype, data_bytes: int) -> None:
+    """UserError unless a .npy header names numbers (no objects, never unpickled) in a shape its data can hold."""
     if dtype.hasobject or dtype.kind not in "biuf":
         raise UserError(f"{path}: holds {dtype} values, not numbers")
     expected = dtype.itemsize
     for length in shape:
         expected *= length
-    if size - offset != expected:
+    if data_bytes != expected:
         raise UserError(f"{path}: its header claims a {dtype} array of shape {shape} ({expected:,} bytes), but the "
-                        f"file holds {size - offset:,} bytes of data (damaged or edited)")
-    return np.load(path, allow_pickle=False)
+                        f"file holds {data_bytes:,} bytes of data (damaged or edited)")
 
 
 def is_video_file(path) -> bool:
